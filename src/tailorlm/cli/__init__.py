@@ -1,0 +1,1 @@
+"""The `tailor` command line: a thin table from command to library function."""

@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: the consoles, error rendering and `--json` output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from tailorlm.errors import DataError, TailorError
+
+console = Console()
+# Errors and progress go to stderr so that `--json` output on stdout stays machine-readable.
+err_console = Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as JSON to stdout, uncoloured, for scripts and `jq`."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def render_error(err: TailorError) -> None:
+    err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, markup=True, soft_wrap=True)
+    if isinstance(err, DataError):
+        for issue in err.issues[:50]:
+            err_console.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
+        if len(err.issues) > 50:
+            err_console.print(f"  … and {len(err.issues) - 50} more", highlight=False)
+    if err.hint:
+        err_console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+
+
+class TailorGroup(TyperGroup):
+    """Root command group: a ``TailorError`` anywhere below becomes a clean message and a non-zero exit.
+
+    Bugs (any other exception) keep their traceback, because those are ours to fix, not the user's.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TailorError as err:
+            render_error(err)
+            raise typer.Exit(err.exit_code) from None

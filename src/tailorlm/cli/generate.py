@@ -1,0 +1,147 @@
+"""`tailor generate` (one-shot answers) and `tailor chat` (interactive, streamed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tailorlm.cli._common import console, err_console, print_json
+from tailorlm.core.system import PromptSpec, System
+from tailorlm.errors import ConfigError
+from tailorlm.models.build import build_engine
+from tailorlm.models.engines.base import GenerationParams
+from tailorlm.prompting.program import render_messages
+
+MODEL_HELP = 'Model: "default" (packaged SmolLM2-135M-Instruct), a local HF folder, or a hub id.'
+SYSTEM_HELP = "A System to answer with: a system.yaml or the folder (e.g. a run's artifacts) holding one."
+
+
+def open_system(model: str | None, system: Path | None, system_prompt: str | None = None) -> System:
+    """The System a command runs: from ``--system``, or a bare model wrapped in a default System."""
+    if model and system:
+        raise ConfigError("give either --model or --system, not both")
+    sys_ = System.load(system) if system else System(name=model or "default", model=model or "default")
+    if system_prompt is not None:
+        prompt = (sys_.prompt or PromptSpec()).model_copy(update={"system": system_prompt})
+        sys_ = sys_.model_copy(update={"prompt": prompt})
+    return sys_
+
+
+def _params(
+    base: GenerationParams,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: list[str] | None,
+) -> GenerationParams:
+    update = {
+        "max_new_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": stop or None,
+    }
+    return GenerationParams.model_validate({**base.model_dump(), **{k: v for k, v in update.items() if v is not None}})
+
+
+def generate(
+    prompts: list[str] = typer.Argument(None, help="Questions to answer; read one per line from stdin if none."),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    system: Path = typer.Option(None, "--system", "-s", help=SYSTEM_HELP),
+    system_prompt: str = typer.Option(None, "--system-prompt", help="Override the system message."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Max new tokens (default from the System: 256)."),
+    temperature: float = typer.Option(None, "--temperature", "-t", help="0 = greedy (default)."),
+    top_p: float = typer.Option(None, "--top-p"),
+    seed: int = typer.Option(None, "--seed", help="Seed for sampling."),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts generated together (hf engine)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    as_json: bool = typer.Option(False, "--json", help="Print completions as JSON."),
+) -> None:
+    """Answer one or more prompts with a model or a System. Prompts are batched."""
+    if not prompts:
+        if sys.stdin.isatty():
+            raise ConfigError("no prompt given", hint='tailor generate "What is the capital of France?"')
+        prompts = [line.strip() for line in sys.stdin if line.strip()]
+    sys_ = open_system(model, system, system_prompt)
+    params = _params(sys_.generation, max_tokens, temperature, top_p, seed, stop)
+    with err_console.status(f"loading {escape(sys_.model)}…"):
+        engine = build_engine(sys_, device=device, dtype=dtype, batch_size=batch_size)
+    requests = [render_messages(sys_.prompt, p) for p in prompts]
+    with Progress(
+        TextColumn("generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=len(prompts) < 2,
+    ) as bar:
+        task = bar.add_task("generate", total=len(prompts))
+        kwargs = {"on_progress": lambda n: bar.advance(task, n)} if hasattr(engine, "render") else {}
+        completions = engine.generate(requests, params, **kwargs)
+    if as_json:
+        print_json([{"prompt": p, **c.model_dump()} for p, c in zip(prompts, completions, strict=True)])
+        return
+    if len(prompts) == 1:
+        console.print(completions[0].text, markup=False, highlight=False)
+        return
+    table = Table(show_lines=True)
+    for col in ("prompt", "answer", "tokens", "finish"):
+        table.add_column(col, overflow="fold")
+    for p, c in zip(prompts, completions, strict=True):
+        table.add_row(escape(p), escape(c.text), str(c.usage.completion_tokens), c.finish_reason)
+    console.print(table)
+
+
+def chat(
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    system: Path = typer.Option(None, "--system", "-s", help=SYSTEM_HELP),
+    system_prompt: str = typer.Option(None, "--system-prompt", help="Override the system message."),
+    max_tokens: int = typer.Option(None, "--max-tokens"),
+    temperature: float = typer.Option(None, "--temperature", "-t"),
+    top_p: float = typer.Option(None, "--top-p"),
+    seed: int = typer.Option(None, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("auto", "--dtype"),
+) -> None:
+    """Chat with a model or a System; answers stream as they are generated. /reset clears, /exit quits."""
+    sys_ = open_system(model, system, system_prompt)
+    params = _params(sys_.generation, max_tokens, temperature, top_p, seed, None)
+    with err_console.status(f"loading {escape(sys_.model)}…"):
+        engine = build_engine(sys_, device=device, dtype=dtype)
+    err_console.print(f"[dim]chatting with {escape(sys_.name)} — /reset clears the history, /exit quits[/]")
+    history: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = console.input("[bold cyan]you>[/] ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not interactive and not line:
+            break  # end of piped input
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            break
+        if line == "/reset":
+            history.clear()
+            err_console.print("[dim]history cleared[/]")
+            continue
+        # The prompt program shapes the first turn (system message, few-shot); later turns append to history.
+        messages = render_messages(sys_.prompt, line) if not history else [*history, {"role": "user", "content": line}]
+        console.print("[bold green]assistant>[/] ", end="")
+        answer = ""
+        for chunk in engine.stream(messages, params):
+            answer += chunk.text
+            console.print(chunk.text, end="", markup=False, highlight=False)
+        console.print()
+        history = [*messages, {"role": "assistant", "content": answer}]

@@ -1,0 +1,41 @@
+"""`tailor`: the command table. Each command group lives in its own file and calls one library function."""
+
+from __future__ import annotations
+
+import typer
+
+from tailorlm import __version__
+from tailorlm.cli import data, demo, generate, runs
+from tailorlm.cli._common import TailorGroup
+
+app = typer.Typer(
+    cls=TailorGroup,
+    name="tailor",
+    help="Tailor a language model to one use case, and measure what each step bought.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+app.command("generate")(generate.generate)
+app.command("chat")(generate.chat)
+app.command("demo")(demo.demo)
+app.add_typer(data.app, name="data")
+app.add_typer(runs.app, name="runs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tailorlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Tailor a language model to one use case, and measure what each step bought."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Core nouns: config loading, runs and systems."""

@@ -1,0 +1,198 @@
+"""System: a deployable answerer, and the one thing that is evaluated, compared and served.
+
+A System is a base model plus optional adapters, a prompt program, a retriever and tools, with its decoding
+defaults. It is saved as ``system.yaml``, usually inside a run's ``artifacts/``:
+
+    name: support-bot
+    model: default                # "default", a HF folder, or a hub id
+    adapters: [{path: adapter}]   # relative to this file, so the run dir can be moved
+    prompt: {system: "Answer briefly.", template: "Question: {{ input }}"}
+    generation: {max_new_tokens: 128}
+
+Local paths inside the system's own directory are written relative to it and read back as absolute paths,
+so a run directory can be moved or copied to another machine. Paths elsewhere stay absolute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+
+from tailorlm.core.config import StrictModel, load_config
+from tailorlm.core.io import atomic_write_yaml
+from tailorlm.models.engines.base import GenerationParams
+
+SYSTEM_FILE = "system.yaml"
+# Specs that name something other than a local path, whatever the disk holds.
+_NOT_PATHS = {"default"}
+# Fields that describe where a System came from, not how it answers: excluded from the fingerprint.
+_METADATA_FIELDS = {"name", "parent", "created_by"}
+
+
+def is_local_spec(spec: str, base_dir: Path | None = None) -> bool:
+    """A model/adapter spec is a local path if it starts with ``.``, ``/`` or ``~``, or exists on disk.
+
+    Otherwise it is a hub id (``org/name``) or ``"default"``, and is kept verbatim.
+    """
+    if spec in _NOT_PATHS:
+        return False
+    if spec.startswith((".", "/", "~")):
+        return True
+    return (base_dir / spec if base_dir else Path(spec)).exists()
+
+
+def _absolute(spec: str, base_dir: Path | None) -> str:
+    """Resolve a local spec against ``base_dir`` (the system.yaml's folder) or the current directory."""
+    p = Path(spec).expanduser()
+    if not p.is_absolute():
+        p = (base_dir or Path.cwd()) / p
+    # normpath, not resolve(): we keep symlinks as the user wrote them, only fold away `..` and `.`.
+    return os.path.normpath(p)
+
+
+def _portable(spec: str, base_dir: Path) -> str:
+    """The form written to disk: relative when the path lies inside the system's folder, absolute otherwise."""
+    if not is_local_spec(spec):
+        return spec
+    p = Path(spec)
+    try:
+        return p.relative_to(base_dir).as_posix() or "."
+    except ValueError:
+        return spec
+
+
+class _PathResolving(StrictModel):
+    """Mixin: resolves local path fields to absolute paths, relative to ``context["base_dir"]`` when loading."""
+
+    @staticmethod
+    def _resolve(value: str | None, info: ValidationInfo, *, always_local: bool = False) -> str | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        base_dir = Path(base) if base else None
+        if always_local or is_local_spec(value, base_dir):
+            return _absolute(value, base_dir)
+        return value
+
+
+class EngineOptions(StrictModel):
+    """Engine-specific settings. Only the ``openai`` engine uses these today."""
+
+    base_url: str | None = Field(
+        None, description="Endpoint of an OpenAI-compatible server, e.g. http://host:8000/v1."
+    )
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Name of the environment variable holding the API key (never the key itself)."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout for remote engines.")
+
+
+class AdapterSpec(_PathResolving):
+    """One PEFT adapter applied on top of the base model."""
+
+    path: str = Field(description="Adapter folder (local) or hub id.")
+    name: str | None = Field(None, description="Name used to route requests to this adapter (default: folder name).")
+    weight: float = Field(1.0, description="Scale of the adapter's contribution when adapters are combined.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str, info: ValidationInfo) -> str | None:
+        return cls._resolve(v, info)
+
+
+class FewShotExample(StrictModel):
+    """A worked example shown to the model before the real input."""
+
+    input: str = Field(description="Example user input.")
+    output: str = Field(description="The answer we want for it.")
+
+
+_INPUT_SLOT = re.compile(r"\{\{-?\s*input\s*-?\}\}")
+
+
+class PromptSpec(StrictModel):
+    """The prompt program: system message, user-turn template and few-shot examples."""
+
+    system: str | None = Field(None, description="System message.")
+    template: str | None = Field(
+        None, description="Jinja template for the user turn; must contain {{ input }}. None sends the input as is."
+    )
+    few_shot: list[FewShotExample] = Field(default_factory=list, description="Examples shown as earlier turns.")
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_input(cls, v: str | None) -> str | None:
+        # A template without the input slot silently drops every user question; fail at load time instead.
+        if v is not None and not _INPUT_SLOT.search(v):
+            raise ValueError("template must contain {{ input }}")
+        return v
+
+
+class RetrieverSpec(_PathResolving):
+    """Placeholder for the RAG retriever config; open (extra keys allowed) until the RAG work settles it."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    store: str = Field("lancedb", description="Vector store backend: lancedb or pgvector.")
+    index_path: str | None = Field(None, description="Local index directory (lancedb).")
+    top_k: int = Field(5, ge=1, description="Number of passages retrieved per question.")
+
+    @field_validator("index_path")
+    @classmethod
+    def _index_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return cls._resolve(v, info, always_local=True)
+
+
+class System(_PathResolving):
+    """A deployable answerer. ``System.load(s.save(d)) == s``."""
+
+    name: str = Field("system", description="Human-readable name, shown in reports and /v1/models.")
+    model: str = Field("default", description='Base model: "default", a local HF folder, or a hub id.')
+    engine: Literal["hf", "openai", "vllm", "llamacpp"] = Field("hf", description="Backend that runs the model.")
+    engine_options: EngineOptions = Field(default_factory=EngineOptions, description="Backend-specific settings.")
+    adapters: list[AdapterSpec] = Field(default_factory=list, description="PEFT adapters, applied in order.")
+    prompt: PromptSpec | None = Field(None, description="Prompt program; None sends inputs unchanged.")
+    retriever: RetrieverSpec | None = Field(None, description="Retriever for RAG; None answers closed-book.")
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="Tool JSON schemas (OpenAI format).")
+    generation: GenerationParams = Field(default_factory=GenerationParams, description="Decoding defaults.")
+    parent: str | None = Field(None, description="The System (path) this one was derived from, for lineage.")
+    created_by: str | None = Field(None, description="Id of the run that produced this System.")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str | None:
+        return cls._resolve(v, info)
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> System:
+        """Read ``system.yaml`` (or a folder holding one); relative paths resolve against its folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / SYSTEM_FILE
+        return load_config(cls, path, overrides, context={"base_dir": str(path.parent.absolute())})
+
+    def save(self, dir_or_file: str | Path) -> Path:
+        """Write ``system.yaml`` atomically into a folder (or to a ``.yaml`` path); returns the file's path."""
+        target = Path(dir_or_file)
+        if target.suffix not in (".yaml", ".yml"):
+            target = target / SYSTEM_FILE
+        base_dir = Path(os.path.normpath(target.parent.absolute()))
+        data = self.model_dump(mode="json")
+        data["model"] = _portable(self.model, base_dir)
+        for adapter in data["adapters"]:
+            adapter["path"] = _portable(adapter["path"], base_dir)
+        if data["retriever"] and data["retriever"].get("index_path"):
+            data["retriever"]["index_path"] = _portable(data["retriever"]["index_path"], base_dir)
+        return atomic_write_yaml(target, data)
+
+    def fingerprint(self) -> str:
+        """sha256 of what determines the answers (everything but name/parent/created_by), stable across runs."""
+        content = self.model_dump(mode="json", exclude=_METADATA_FIELDS)
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

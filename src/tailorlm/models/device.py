@@ -1,0 +1,53 @@
+"""Pick the device and dtype a model runs in: automatic by default, overridable by name."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from tailorlm.errors import ConfigError
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def pick_device(device: str | None = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple MPS, then CPU. A named device that is absent is an error."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available", hint="use --device cpu or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but MPS is not available", hint="use --device cpu or auto")
+    return dev
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = "auto") -> torch.dtype:
+    """``auto``: bf16 on GPUs that support it (else fp16), fp32 on CPU and MPS.
+
+    CPU stays fp32 by default so that evaluation numbers do not depend on whether a CPU has AMX; bf16 on CPU
+    is a deliberate opt-in (it is several times faster for training on AMX machines, see DESIGN.md).
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}", hint=f"choose one of: auto, {', '.join(DTYPES)}") from None

@@ -1,0 +1,102 @@
+"""The Engine contract: every backend (hf, openai, later vllm and llama.cpp) turns requests into completions.
+
+A request is either a chat (list of messages, rendered with the model's own chat template) or a raw prompt.
+Generation is greedy by default, because evaluation must be deterministic; sampling is opt-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Message = dict[str, Any]  # {"role": "user", "content": "..."}, OpenAI style
+
+
+class GenerationParams(BaseModel):
+    """Decoding settings shared by all engines. Defaults are greedy and short, as evaluation wants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens per request.")
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when temperature > 0).")
+    stop: list[str] = Field(default_factory=list, description="Generation ends before the first stop string.")
+    seed: int | None = Field(None, description="Seed for sampling; ignored when greedy.")
+    logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Request(BaseModel):
+    """One generation request: chat ``messages`` or a raw ``prompt`` (exactly one of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] | None = None
+    prompt: str | None = None
+
+    @classmethod
+    def of(cls, item: str | Sequence[Message] | Request) -> Request:
+        """Coerce a bare string (a user turn) or a message list into a Request."""
+        if isinstance(item, Request):
+            return item
+        if isinstance(item, str):
+            return cls(messages=[{"role": "user", "content": item}])
+        return cls(messages=list(item))
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class Completion(BaseModel):
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    logprobs: list[float] | None = None
+    latency_s: float = 0.0
+
+
+class StreamChunk(BaseModel):
+    """A piece of streamed text; the last chunk carries ``finish_reason`` and ``usage``."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every backend provides. ``name`` identifies the served model (e.g. for `/v1/models`)."""
+
+    name: str
+
+    def generate(
+        self, requests: Sequence[str | Sequence[Message] | Request], params: GenerationParams | None = None
+    ) -> list[Completion]:
+        """Answer every request, batched as the backend sees fit, in input order."""
+        ...
+
+    def stream(
+        self, request: str | Sequence[Message] | Request, params: GenerationParams | None = None
+    ) -> Iterator[StreamChunk]:
+        """Yield the answer to one request piece by piece."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before the earliest stop string. Returns ``(text, stopped)``."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

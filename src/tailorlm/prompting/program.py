@@ -1,0 +1,50 @@
+"""Render a System's prompt program (system message, user template, few-shot turns) into chat messages.
+
+The messages are then rendered by the model's own chat template inside the engine, so the text the model
+sees at inference is exactly the text a fine-tune trained on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+
+from tailorlm.core.system import PromptSpec
+from tailorlm.errors import ConfigError
+from tailorlm.models.engines.base import Message
+
+# StrictUndefined: a template variable that is not supplied is an error, never a silent empty string.
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+@lru_cache(maxsize=64)
+def _compile(template: str) -> jinja2.Template:
+    try:
+        return _ENV.from_string(template)
+    except jinja2.TemplateSyntaxError as err:
+        raise ConfigError(f"prompt template has a syntax error on line {err.lineno}: {err.message}") from err
+
+
+def render_user_turn(template: str | None, input: str, **variables: Any) -> str:
+    if template is None:
+        return input
+    try:
+        return _compile(template).render(input=input, **variables)
+    except jinja2.UndefinedError as err:
+        raise ConfigError(f"prompt template needs a variable that was not given: {err.message}") from err
+
+
+def render_messages(prompt: PromptSpec | None, input: str, **variables: Any) -> list[Message]:
+    """[system] + few-shot (user, assistant) pairs + the user turn for ``input``."""
+    if prompt is None:
+        return [{"role": "user", "content": input}]
+    messages: list[Message] = []
+    if prompt.system:
+        messages.append({"role": "system", "content": prompt.system})
+    for example in prompt.few_shot:
+        messages.append({"role": "user", "content": render_user_turn(prompt.template, example.input, **variables)})
+        messages.append({"role": "assistant", "content": example.output})
+    messages.append({"role": "user", "content": render_user_turn(prompt.template, input, **variables)})
+    return messages
