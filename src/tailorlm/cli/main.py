@@ -6,6 +6,7 @@ import typer
 
 from tailorlm import __version__
 from tailorlm.cli import data, demo, generate, runs
+from tailorlm.cli import eval as eval_cli
 from tailorlm.cli._common import TailorGroup
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app.command("chat")(generate.chat)
 app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 app.add_typer(runs.app, name="runs")
+app.add_typer(eval_cli.app, name="eval")
 
 
 def _version(value: bool) -> None:

@@ -102,7 +102,10 @@ def _filter_messages(value: Any, ctx: Context) -> Any:
 
 
 def _openai(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
-    return {"messages": _filter_messages(row.get("messages"), ctx), "tools": row.get("tools")}, []
+    out = {k: row[k] for k in ("messages", "tools") if k in row}
+    if "messages" in out:
+        out["messages"] = _filter_messages(out["messages"], ctx)
+    return out, []
 
 
 def _alpaca(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
@@ -177,7 +180,7 @@ def _sharegpt(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None,
             problems.append(("tools", "expected a list of tool schemas (or a JSON string of one)"))
     if problems:
         return None, problems
-    return {"messages": messages, "tools": tools}, []
+    return {"messages": messages} | ({"tools": tools} if tools is not None else {}), []
 
 
 def _preference(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
@@ -298,6 +301,4 @@ def to_canonical(
         # Eval items keep their extra columns (category, id, difficulty...) as metadata for per-slice reports.
         meta = data.get("metadata")
         data["metadata"] = {**(meta if isinstance(meta, dict) else {}), **{k: row[k] for k in unknown}}
-    if data is not None:
-        data = {k: v for k, v in data.items() if v is not None}
     return (None if problems else data), problems

@@ -259,6 +259,8 @@ def load_dataset(
             headerless = container in ("csv", "tsv") and not columns
             format = detect_format(first.data.keys(), source=str(path), kind=kind, headerless_hint=headerless)
     spec = FORMATS[format] if format else None
+    if spec is not None and kind is not None and spec.kind != kind:  # e.g. kind="chat" for a folder of text
+        raise DataError(f"{path} holds {spec.kind} records ({spec.name} format), not {kind}")
     if spec is not None and extra == "metadata" and spec.kind != "eval":
         raise DataError(f'extra="metadata" is only for eval data, not {spec.name}', hint='use extra="ignore"')
 

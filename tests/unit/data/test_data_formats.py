@@ -78,7 +78,9 @@ def test_sharegpt_becomes_chat_with_function_calls(tmp_path: Path) -> None:
     ds = load_dataset(jsonl(tmp_path / "d.jsonl", [row]))
     assert ds.format == "sharegpt"
     assert [m.role for m in ds[0].messages] == ["user", "assistant", "tool", "assistant"]
-    assert ds[0].messages[1].tool_calls == [{"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]
+    assert ds[0].messages[1].tool_calls == [
+        {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}
+    ]
 
 
 def test_sharegpt_bad_speaker_names_the_turn(tmp_path: Path) -> None:
@@ -145,7 +147,9 @@ def test_eval_csv_empty_cells_are_absent() -> None:
 
 def test_eval_jsonl_with_field_options_and_list_references(tmp_path: Path) -> None:
     rows = [{"question": "Who?", "answer": ["Ada", "Ada Lovelace"], "topic": "history"}]
-    ds = load_dataset(jsonl(tmp_path / "d.jsonl", rows), input_field="question", reference_field="answer", extra="metadata")
+    ds = load_dataset(
+        jsonl(tmp_path / "d.jsonl", rows), input_field="question", reference_field="answer", extra="metadata"
+    )
     assert ds[0].reference == ["Ada", "Ada Lovelace"] and ds[0].metadata == {"topic": "history"}
 
 
@@ -250,8 +254,20 @@ def test_bad_options_are_data_errors(tmp_path: Path) -> None:
         load_dataset(path, format="openai", kind="eval")
     with pytest.raises(DataError, match="unknown load option 'txt_field'"):
         load_dataset(path, txt_field="x")
-    with pytest.raises(DataError, match="unknown file type .xml"):
-        (tmp_path / "d.xml").write_text("<a/>")
+    (tmp_path / "d.xml").write_text("<a/>")
+    with pytest.raises(DataError, match=r"unknown file type \.xml"):
         load_dataset(tmp_path / "d.xml")
     with pytest.raises(DataError, match="no such file"):
         load_dataset(tmp_path / "missing.jsonl")
+
+
+def test_null_is_a_type_error_not_a_missing_field(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        load_dataset(jsonl(tmp_path / "d.jsonl", [{"text": None, "label": "x"}]))
+    assert err.value.issues[0].message == "Input should be a valid string, got null"
+
+
+def test_kind_must_match_a_text_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("doc")
+    with pytest.raises(DataError, match="holds text records"):
+        load_dataset(tmp_path, kind="chat")

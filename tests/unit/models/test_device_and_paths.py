@@ -31,7 +31,7 @@ def test_absent_cuda_is_a_clear_error() -> None:
 def test_model_path_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model_path(str(tmp_path / "nope"))
-    with pytest.raises(ModelNotFoundError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
         resolve_model_path(str(tmp_path))
     f = tmp_path / "model.gguf"
     f.write_bytes(b"x")

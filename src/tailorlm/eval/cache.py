@@ -1,0 +1,79 @@
+"""Prediction cache: re-running an unchanged evaluation costs nothing, and a killed one resumes.
+
+Predictions are appended to one JSON Lines file per System (keyed by the System's content and the weights it
+points at) and fsynced after every chunk. A process killed mid-write leaves at most one torn last line, which
+the reader skips, so whatever reached the disk is reused and only the missing examples are generated again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tailorlm.core.system import System, is_local_spec
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def _stamp(path: str) -> list[Any]:
+    """Size and mtime of the weight files under a local model/adapter folder: a retrained adapter at the same
+    path must not be served stale predictions."""
+    root = Path(path)
+    if not root.exists():
+        return []
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def system_cache_key(system: System) -> str:
+    """The System's fingerprint plus a stamp of the local weights it loads."""
+    stamps = {}
+    for spec in [system.model, *(a.path for a in system.adapters)]:
+        if is_local_spec(spec):
+            stamps[spec] = _stamp(spec)
+    payload = json.dumps({"system": system.fingerprint(), "weights": stamps}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def example_key(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """What the model is asked and how it decodes: identical keys give identical greedy answers."""
+    payload = json.dumps({"messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class PredictionCache:
+    """Append-only JSONL of ``{"key": ..., "completion": {...}}`` records for one System."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_system(cls, cache_dir: Path, system: System) -> PredictionCache:
+        return cls(cache_dir / "predictions" / f"{system_cache_key(system)}.jsonl")
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        entries: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return entries
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    entries[row["key"]] = row["completion"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn line from a killed writer: regenerate that example
+        return entries
+
+    def append(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        lines = "".join(json.dumps({"key": k, "completion": c}, ensure_ascii=False) + "\n" for k, c in items)
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())

@@ -1,0 +1,99 @@
+"""Generation metrics: corpus BLEU and chrF (sacrebleu), per-example ROUGE (rouge-score), and perplexity.
+
+References:
+- BLEU: Papineni et al. 2002, "BLEU: a Method for Automatic Evaluation of Machine Translation"; computed by
+  sacrebleu (Post 2018, "A Call for Clarity in Reporting BLEU Scores") with its defaults (13a tokenizer, exp
+  smoothing), so numbers match ``sacrebleu`` on the command line. Scale 0-100, as sacrebleu reports it.
+- chrF: Popović 2015, "chrF: character n-gram F-score for automatic MT evaluation"; sacrebleu defaults (char
+  order 6, beta 2, no word n-grams). Scale 0-100.
+- ROUGE: Lin 2004, "ROUGE: A Package for Automatic Evaluation of Summaries"; Google's ``rouge-score`` package with
+  the Porter stemmer. F-measure per example, best over the references, averaged. Scale 0-1. Its default tokenizer
+  keeps only ``[a-z0-9]``, so ROUGE is meaningless for non-Latin scripts.
+
+sacrebleu and rouge-score are imported inside the functions: importing ``tailorlm.eval`` must stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, Literal
+
+RougeType = Literal["rouge1", "rouge2", "rougeL"]
+ROUGE_TYPES: tuple[RougeType, ...] = ("rouge1", "rouge2", "rougeL")
+
+
+def _ref_streams(refs: Sequence[str | Sequence[str]]) -> list[list[str | None]]:
+    """Per-example references → sacrebleu's reference streams (stream k holds every example's k-th reference).
+
+    Examples with fewer references are padded with ``None``, which sacrebleu reads as "no reference here".
+    """
+    per_example = [[r] if isinstance(r, str) else list(r) for r in refs]
+    if any(not r for r in per_example):
+        raise ValueError("every example needs at least one reference")
+    width = max(len(r) for r in per_example)
+    return [[r[k] if k < len(r) else None for r in per_example] for k in range(width)]
+
+
+def _check(preds: Sequence[str], refs: Sequence[Any]) -> None:
+    if len(preds) != len(refs):
+        raise ValueError(f"{len(preds)} predictions but {len(refs)} references")
+    if not preds:
+        raise ValueError("no examples to score")
+
+
+def bleu(preds: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
+    """Corpus BLEU (0-100): n-gram counts are pooled over the corpus, not averaged over sentences."""
+    import sacrebleu
+
+    _check(preds, refs)
+    return float(sacrebleu.corpus_bleu(list(preds), _ref_streams(refs)).score)  # type: ignore[arg-type]
+
+
+def chrf(preds: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
+    """Corpus chrF (0-100): character n-gram F-beta with beta = 2 (recall weighs twice precision)."""
+    import sacrebleu
+
+    _check(preds, refs)
+    return float(sacrebleu.corpus_chrf(list(preds), _ref_streams(refs)).score)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    # Built once: constructing the scorer loads the stemmer, which costs more than scoring a sentence.
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
+def rouge(pred: str, refs: str | Sequence[str], kind: RougeType = "rougeL") -> float:
+    """ROUGE-1/2/L F-measure of one prediction against its best reference (``RougeScorer.score_multi``)."""
+    if kind not in ROUGE_TYPES:
+        raise ValueError(f"unknown ROUGE type {kind!r}; expected one of {ROUGE_TYPES}")
+    targets = [refs] if isinstance(refs, str) else list(refs)
+    if not targets:
+        raise ValueError("no reference to compare against")
+    # score_multi keeps, per ROUGE type, the reference with the highest F-measure.
+    return float(_scorer().score_multi(targets, pred)[kind].fmeasure)
+
+
+def rouge_mean(preds: Sequence[str], refs: Sequence[str | Sequence[str]], kind: RougeType = "rougeL") -> float:
+    """Mean per-example ROUGE F-measure over a corpus."""
+    _check(preds, refs)
+    return sum(rouge(p, r, kind) for p, r in zip(preds, refs, strict=True)) / len(preds)
+
+
+def perplexity_from_nll(total_nll: float, total_tokens: int) -> float:
+    """Perplexity = exp(total negative log-likelihood in nats / number of predicted tokens).
+
+    Pool the NLL and token counts over the whole eval set before dividing (a token-weighted mean), as in Jelinek et
+    al. 1977; averaging per-example perplexities would overweight short examples. Returns ``inf`` on overflow.
+    """
+    if total_tokens <= 0:
+        raise ValueError(f"perplexity needs at least one token, got total_tokens={total_tokens}")
+    mean_nll = total_nll / total_tokens
+    try:
+        return math.exp(mean_nll)
+    except OverflowError:
+        return math.inf

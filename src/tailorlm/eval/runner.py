@@ -1,0 +1,214 @@
+"""`tailor eval`: answer a Task's eval set with a System, score it, and keep everything in a Run.
+
+    examples → messages (System's prompt program) → cache lookup → batched generation of the misses
+             → per-example scores → bootstrap CIs → predictions.jsonl + metrics.json
+
+Generation goes through the Engine in chunks; each chunk is appended to the prediction cache before the next
+starts, so a killed evaluation loses at most one chunk and a re-run generates only what is missing.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tailorlm.core.config import StrictModel
+from tailorlm.core.io import atomic_write_json, atomic_write_text
+from tailorlm.core.run import Run
+from tailorlm.core.system import System
+from tailorlm.core.task import Task
+from tailorlm.eval.cache import PredictionCache, example_key
+from tailorlm.eval.examples import Example, build_examples
+from tailorlm.eval.scoring import score_examples
+from tailorlm.models.default import cache_root
+from tailorlm.models.engines.base import Completion
+from tailorlm.prompting.program import render_messages
+
+
+class EvalConfig(StrictModel):
+    """What `tailor eval` was asked to do; snapshotted into the run."""
+
+    task: str
+    system: str
+    limit: int | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    use_cache: bool = True
+
+
+@dataclass
+class EvalResult:
+    run: Run
+    metrics: dict[str, Any]
+    generated: int  # examples generated in this invocation (the rest came from the cache)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def generate_missing(
+    engine: Any,
+    requests: list[tuple[str, list[dict[str, Any]]]],
+    params: Any,
+    cache: PredictionCache | None,
+    *,
+    chunk_size: int,
+    progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Return ``key -> completion`` for every request, generating only those the cache lacks."""
+    done = cache.load() if cache else {}
+    missing = [(k, m) for k, m in requests if k not in done]
+    seen: set[str] = set()
+    missing = [(k, m) for k, m in missing if not (k in seen or seen.add(k))]  # duplicates generate once
+    with _progress(progress and bool(missing)) as bar:
+        task = bar.add_task("generating", total=len(missing))
+        for start in range(0, len(missing), chunk_size):
+            chunk = missing[start : start + chunk_size]
+            completions: list[Completion] = engine.generate([m for _, m in chunk], params)
+            fresh = [(k, c.model_dump()) for (k, _), c in zip(chunk, completions, strict=True)]
+            if cache:
+                cache.append(fresh)
+            done.update(fresh)
+            bar.advance(task, len(chunk))
+            if on_chunk:
+                on_chunk(start // chunk_size + 1)
+    return done, len(missing)
+
+
+def evaluate(
+    system: System,
+    task: Task,
+    *,
+    config: EvalConfig | None = None,
+    root: str | Path = "runs",
+    cache_dir: str | Path | None = None,
+    engine: Any = None,
+    progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``system`` on ``task``; returns the Run and the metrics written to ``metrics.json``."""
+    from tailorlm.models.build import build_engine
+
+    config = config or EvalConfig(task=task.name, system=system.name)
+    examples = build_examples(task, config.limit)
+    params = task.generation
+    requests = [render_messages(system.prompt, ex.text) for ex in examples]
+    keys = [example_key(m, params.model_dump(mode="json")) for m in requests]
+    cache = PredictionCache.for_system(Path(cache_dir) if cache_dir else cache_root(), system) if config.use_cache else None
+
+    with Run.create(
+        f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
+    ) as run:
+        system.save(run.artifacts)
+        start = time.perf_counter()
+        if engine is None:
+            engine = build_engine(system, device=config.device, dtype=config.dtype, batch_size=config.batch_size)
+        load_s = time.perf_counter() - start
+        completions, generated = generate_missing(
+            engine,
+            list(zip(keys, requests, strict=True)),
+            params,
+            cache,
+            chunk_size=max(config.batch_size * 4, 1),
+            progress=progress,
+            on_chunk=on_chunk,
+        )
+        wall = time.perf_counter() - start
+        ordered = [Completion.model_validate(completions[k]) for k in keys]
+        metrics = _summarize(task, system, examples, ordered, wall_s=wall, load_s=load_s, generated=generated)
+        _write_predictions(run, examples, ordered, metrics.pop("_per_example"))
+        atomic_write_json(run.path / "metrics.json", metrics)
+        run.write_metrics({name: m["value"] for name, m in metrics["metrics"].items()})
+        run.logger.info(
+            "evaluated %d examples (%d generated, %d cached)", len(examples), generated, len(examples) - generated
+        )
+    return EvalResult(run=run, metrics=metrics, generated=generated)
+
+
+def _summarize(
+    task: Task,
+    system: System,
+    examples: list[Example],
+    completions: list[Completion],
+    *,
+    wall_s: float,
+    load_s: float,
+    generated: int,
+) -> dict[str, Any]:
+    from tailorlm.eval.metrics.cost import summarize_latency
+
+    predictions = [c.text for c in completions]
+    scored = score_examples(task, examples, predictions)
+    prompt_tokens = sum(c.usage.prompt_tokens for c in completions)
+    completion_tokens = sum(c.usage.completion_tokens for c in completions)
+    # Latency is what each request waited: its batch's wall time (batched engines share it across the batch).
+    latency = summarize_latency([c.latency_s for c in completions]) if completions else {}
+    gen_time = sum({(c.latency_s) for c in completions})  # one entry per batch
+    return {
+        "task": task.name,
+        "system": system.name,
+        "system_fingerprint": system.fingerprint(),
+        "n": len(examples),
+        "seed": task.seed,
+        "primary_metric": task.primary,
+        "metrics": scored["metrics"],
+        "by_category": scored["by_category"],
+        "cost": {
+            "wall_s": round(wall_s, 3),
+            "load_s": round(load_s, 3),
+            "generated": generated,
+            "cached": len(examples) - generated,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "prompt_tokens_per_example": round(prompt_tokens / max(len(examples), 1), 1),
+            "tokens_per_s": round(completion_tokens / gen_time, 2) if gen_time > 0 else None,
+            "latency_p50_s": latency.get("p50"),
+            "latency_p90_s": latency.get("p90"),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+        },
+        "_per_example": scored["per_example"],
+    }
+
+
+def _write_predictions(
+    run: Run, examples: list[Example], completions: list[Completion], per_example: list[dict[str, float]]
+) -> None:
+    import json
+
+    lines = []
+    for ex, c, scores in zip(examples, completions, per_example, strict=True):
+        row = {
+            "id": ex.id,
+            "input": ex.text,
+            "reference": ex.reference,
+            "prediction": c.text,
+            "scores": scores,
+            "category": ex.category,
+            "latency_s": round(c.latency_s, 4),
+            "prompt_tokens": c.usage.prompt_tokens,
+            "completion_tokens": c.usage.completion_tokens,
+        }
+        lines.append(json.dumps(row, ensure_ascii=False))
+    atomic_write_text(run.path / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))
