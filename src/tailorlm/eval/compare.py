@@ -52,8 +52,8 @@ def compare_eval_runs(
         if metric.per_example is not None:
             a = [preds_a[i]["scores"][name] for i in shared]
             b = [preds_b[i]["scores"][name] for i in shared]
-            stats = paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed)
-            p_perm = paired_permutation_test(a, b, seed=seed)
+            stats = paired_bootstrap(b, a, n_resamples=n_resamples, seed=seed)  # A − B of (b, a) is B − A
+            p_perm = paired_permutation_test(b, a, seed=seed)
             value_a, value_b = sum(a) / len(a), sum(b) / len(b)
         else:
             refs = [preds_a[i]["reference"] for i in shared]

@@ -116,7 +116,11 @@ def evaluate(
     params = task.generation
     requests = [render_messages(system.prompt, ex.text) for ex in examples]
     keys = [example_key(m, params.model_dump(mode="json")) for m in requests]
-    cache = PredictionCache.for_system(Path(cache_dir) if cache_dir else cache_root(), system) if config.use_cache else None
+    cache = (
+        PredictionCache.for_system(Path(cache_dir) if cache_dir else cache_root(), system)
+        if config.use_cache
+        else None
+    )
 
     with Run.create(
         f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"

@@ -82,8 +82,14 @@ def load_tokenizer(spec: str) -> Any:
 
 def _load_pair(path: str, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    # A sub-second load needs no progress bar; our commands show their own progress for long work.
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def load_model(

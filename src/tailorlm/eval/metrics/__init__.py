@@ -38,7 +38,7 @@ from tailorlm.eval.metrics.cost import summarize_latency, summarize_tokens, toke
 from tailorlm.eval.metrics.math import extract_gsm8k_answer, extract_last_number, numeric_match, parse_number
 from tailorlm.eval.metrics.qa import exact_match, normalize_answer, token_f1
 from tailorlm.eval.metrics.structured import extract_json, json_schema_valid, json_valid
-from tailorlm.eval.metrics.text import bleu, chrf, perplexity_from_nll, rouge, rouge_mean
+from tailorlm.eval.metrics.text import SacrebleuCorpus, bleu, chrf, perplexity_from_nll, rouge, rouge_mean
 
 Reference = str | list[str] | None
 PerExampleFn = Callable[[str, Reference, dict[str, Any]], float]
@@ -193,12 +193,9 @@ _BUILDERS: dict[str, Callable[..., Metric]] = {
     "accuracy": _build_accuracy,
     "macro_f1": lambda labels=None: _build_f1("macro_f1", labels),
     "micro_f1": lambda labels=None: _build_f1("micro_f1", labels),
-    "bleu": lambda: Metric(
-        "bleu", corpus=lambda p, r: bleu(p, [_refs_list(x) for x in r]), description="sacrebleu corpus BLEU, 0-100"
-    ),
-    "chrf": lambda: Metric(
-        "chrf", corpus=lambda p, r: chrf(p, [_refs_list(x) for x in r]), description="sacrebleu corpus chrF, 0-100"
-    ),
+    # SacrebleuCorpus instances, not lambdas: they carry sufficient statistics that make the bootstrap fast.
+    "bleu": lambda: Metric("bleu", corpus=SacrebleuCorpus("bleu"), description="sacrebleu corpus BLEU, 0-100"),
+    "chrf": lambda: Metric("chrf", corpus=SacrebleuCorpus("chrf"), description="sacrebleu corpus chrF, 0-100"),
     "rouge1": _rouge_metric("rouge1"),
     "rouge2": _rouge_metric("rouge2"),
     "rougeL": _rouge_metric("rougeL"),
@@ -240,6 +237,8 @@ def get_metric(name: str, options: Mapping[str, Any] | None = None) -> Metric:
             raise ConfigError(f"metric {name!r} has no option {key!r} (its options: {valid})")
         if not isinstance(value, allowed[key]) or isinstance(value, bool):
             raise ConfigError(f"metric {name!r} option {key!r} has the wrong type: {type(value).__name__}")
+        if key == "labels" and (not value or not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"metric {name!r} option 'labels' must be a non-empty list of label names (strings)")
     return _BUILDERS[name](**opts)
 
 
@@ -281,6 +280,7 @@ __all__ = [
     "Metric",
     "PerExampleFn",
     "Reference",
+    "SacrebleuCorpus",
     "accuracy",
     "bleu",
     "chrf",

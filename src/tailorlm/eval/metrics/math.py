@@ -76,15 +76,20 @@ def _answer(text: str) -> float | None:
     return parse_number(last) if last is not None else None
 
 
-def numeric_match(pred_text: str, ref_text: str, tol: float = 1e-6) -> float:
-    """1.0 when the answers in prediction and reference agree within ``tol`` (relative or absolute), else 0.0.
+# Relative slack for float round-off only (parsing "0.1" or "1/3" is off by ~1e-16 relative). It must stay far
+# below 1/answer for integer answers: a relative tolerance of 1e-6 would accept 192000001 for 192000000.
+_REL_ROUNDOFF = 1e-12
 
-    ``math.isclose(p, r, rel_tol=tol, abs_tol=tol)``: a relative tolerance so large answers survive float
-    round-off, an absolute one so an answer of 0 can match. A prediction without a number scores 0; a reference
-    without one is a data error.
+
+def numeric_match(pred_text: str, ref_text: str, tol: float = 1e-6) -> float:
+    """1.0 when the answers in prediction and reference differ by at most ``tol`` (absolute), else 0.0.
+
+    ``math.isclose(p, r, rel_tol=1e-12, abs_tol=tol)``: ``tol`` is absolute, so "0.3333333" matches "1/3" but an
+    off-by-one integer never matches however large; the 1e-12 relative slack only absorbs float round-off. A
+    prediction without a number scores 0; a reference without one is a data error.
     """
     ref = _answer(ref_text)
     if ref is None:
         raise ValueError(f"reference has no numeric answer: {ref_text[-80:]!r}")
     pred = _answer(pred_text)
-    return float(pred is not None and math.isclose(pred, ref, rel_tol=tol, abs_tol=tol))
+    return float(pred is not None and math.isclose(pred, ref, rel_tol=_REL_ROUNDOFF, abs_tol=tol))

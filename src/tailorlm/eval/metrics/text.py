@@ -20,16 +20,22 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
+import numpy as np
+
 RougeType = Literal["rouge1", "rouge2", "rougeL"]
+SacreKind = Literal["bleu", "chrf"]
 ROUGE_TYPES: tuple[RougeType, ...] = ("rouge1", "rouge2", "rougeL")
 
 
-def _ref_streams(refs: Sequence[str | Sequence[str]]) -> list[list[str | None]]:
+RefsIn = Sequence[str | Sequence[str] | None]
+
+
+def _ref_streams(refs: RefsIn) -> list[list[str | None]]:
     """Per-example references → sacrebleu's reference streams (stream k holds every example's k-th reference).
 
     Examples with fewer references are padded with ``None``, which sacrebleu reads as "no reference here".
     """
-    per_example = [[r] if isinstance(r, str) else list(r) for r in refs]
+    per_example = [[r] if isinstance(r, str) else list(r or []) for r in refs]
     if any(not r for r in per_example):
         raise ValueError("every example needs at least one reference")
     width = max(len(r) for r in per_example)
@@ -43,20 +49,65 @@ def _check(preds: Sequence[str], refs: Sequence[Any]) -> None:
         raise ValueError("no examples to score")
 
 
-def bleu(preds: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
+_bleu_calls = 0
+
+
+def _sacrebleu_metric(kind: SacreKind) -> Any:
+    import sacrebleu
+
+    if kind == "chrf":
+        return sacrebleu.CHRF()
+    global _bleu_calls
+    # sacrebleu warns when the text looks tokenized ("word ."). ``force`` only silences that warning (the score is
+    # the same), so let it speak on the first call and not on each of a bootstrap's thousand resamples.
+    force = _bleu_calls > 0
+    _bleu_calls += 1
+    return sacrebleu.BLEU(force=force)
+
+
+@lru_cache(maxsize=2)
+def _score_from_stats_metric(kind: SacreKind) -> Any:
+    import sacrebleu
+
+    return sacrebleu.BLEU(force=True) if kind == "bleu" else sacrebleu.CHRF()
+
+
+class SacrebleuCorpus:
+    """BLEU or chrF as a corpus function that also exposes its additive sufficient statistics.
+
+    Both scores are a function of per-segment counts summed over the corpus (BLEU: hypothesis/reference lengths and
+    matched/total n-grams per order; chrF: matched/hypothesis/reference character n-grams per order). ``stats`` gives
+    those counts per example, once; ``from_stats`` turns a column sum into the score. The bootstrap then resamples
+    rows of a count matrix instead of re-tokenizing the corpus, about 400x faster, and gives exactly the scores the
+    loop would. This is how sacrebleu's own ``significance`` module resamples, with the same two methods.
+    """
+
+    def __init__(self, kind: SacreKind) -> None:
+        self.kind: SacreKind = kind
+
+    def __call__(self, preds: Sequence[str], refs: RefsIn) -> float:
+        _check(preds, refs)
+        return float(_sacrebleu_metric(self.kind).corpus_score(list(preds), _ref_streams(refs)).score)
+
+    def stats(self, preds: Sequence[str], refs: RefsIn) -> np.ndarray:
+        """Integer counts, shape (n_examples, n_stats); their column sum determines the corpus score."""
+        _check(preds, refs)
+        rows = _sacrebleu_metric(self.kind)._extract_corpus_statistics(list(preds), _ref_streams(refs))
+        return np.asarray(rows, dtype=np.int64)
+
+    def from_stats(self, total: np.ndarray) -> float:
+        """The corpus score from summed statistics, shape (n_stats,)."""
+        return float(_score_from_stats_metric(self.kind)._compute_score_from_stats(total).score)
+
+
+def bleu(preds: Sequence[str], refs: RefsIn) -> float:
     """Corpus BLEU (0-100): n-gram counts are pooled over the corpus, not averaged over sentences."""
-    import sacrebleu
-
-    _check(preds, refs)
-    return float(sacrebleu.corpus_bleu(list(preds), _ref_streams(refs)).score)  # type: ignore[arg-type]
+    return SacrebleuCorpus("bleu")(preds, refs)
 
 
-def chrf(preds: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
+def chrf(preds: Sequence[str], refs: RefsIn) -> float:
     """Corpus chrF (0-100): character n-gram F-beta with beta = 2 (recall weighs twice precision)."""
-    import sacrebleu
-
-    _check(preds, refs)
-    return float(sacrebleu.corpus_chrf(list(preds), _ref_streams(refs)).score)  # type: ignore[arg-type]
+    return SacrebleuCorpus("chrf")(preds, refs)
 
 
 @lru_cache(maxsize=1)

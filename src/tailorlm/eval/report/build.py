@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from tailorlm.core.run import RunInfo, load_run
 from tailorlm.errors import TailorError
+from tailorlm.eval.stats import paired_bootstrap
 
 # Bootstrap resamples for the paired difference: 2,000 puts the 2.5/97.5 percentiles within about ±0.005 of
 # their limit for score differences in [-1, 1], which is finer than the three decimals the report prints.
@@ -192,6 +193,14 @@ def fmt_diff(d: PairedDiff | None, digits: int = 3) -> str:
     return f"{d.diff:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
 
 
+def version_rows(report: Report) -> list[tuple[str, list[str]]]:
+    """``(package, [version per run])`` for every package any run recorded, in first-seen order."""
+    packages: list[str] = []
+    for run in report.runs:
+        packages.extend(p for p in run.versions if p not in packages)
+    return [(p, [run.versions.get(p, "—") for run in report.runs]) for p in packages]
+
+
 # --- reading runs ---------------------------------------------------------------------------------------------
 
 
@@ -226,6 +235,10 @@ def _estimate(path: Path, name: str, raw: Any) -> tuple[Estimate, bool]:
         hib = raw.get("higher_is_better", True)
         return Estimate(value=v, low=_number(raw.get("low")), high=_number(raw.get("high"))), bool(hib)
     raise TailorError(f"{path}: metrics.{name}: expected a number or {{'value', 'low', 'high'}}, got {raw!r}")
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _text(value: Any) -> str:
@@ -293,22 +306,12 @@ def _paired_diff(a: np.ndarray, b: np.ndarray, seed: int) -> PairedDiff:
 
     Efron & Tibshirani 1993, ch. 13; for NLP systems see Koehn 2004 / Berg-Kirkpatrick et al. 2012. Pairing
     removes the between-example variance both systems share, so the interval is much tighter than comparing two
-    unpaired CIs. ``p_value`` is the two-sided bootstrap estimate 2·min(P(d* ≤ 0), P(d* ≥ 0)).
+    unpaired CIs. The statistics live in ``tailorlm.eval.stats.paired_bootstrap``.
     """
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    n = d.shape[0]
-    rng = np.random.default_rng(seed)
-    # Resample in chunks so that [chunk, n] indices stay around 16 MB whatever the eval set's size.
-    chunk = max(1, 2_000_000 // max(n, 1))
-    means = np.concatenate(
-        [
-            d[rng.integers(0, n, size=(min(chunk, N_BOOTSTRAP - s), n))].mean(axis=1)
-            for s in range(0, N_BOOTSTRAP, chunk)
-        ]
+    stats = paired_bootstrap(
+        np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), n_resamples=N_BOOTSTRAP, seed=seed
     )
-    low, high = np.percentile(means, [2.5, 97.5])
-    p = min(1.0, 2.0 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
-    return PairedDiff(diff=float(d.mean()), low=float(low), high=float(high), p_value=p, n=n)
+    return PairedDiff(**stats, n=len(a))
 
 
 def _shared_scores(
@@ -368,9 +371,11 @@ def _metric_rows(
         row = MetricRow(name=name, higher_is_better=hib, values=values)
         row.best = _best([v.value if v else None for v in values], hib)
         if len(infos) >= 2:
-            row.diffs = [None] + [
+            diffs: list[PairedDiff | None] = [None]  # the baseline against itself
+            diffs.extend(
                 _diff_vs_baseline(infos[0], metrics[i], preds[0], preds[i], name, seed) for i in range(1, len(infos))
-            ]
+            )
+            row.diffs = diffs
         rows.append(row)
     return rows
 
@@ -384,9 +389,9 @@ def _diff_vs_baseline(
     seed: int,
 ) -> PairedDiff | None:
     # The eval runner may already have paired this run with the baseline: {"paired": {base_id: {metric: {...}}}}.
-    given = (
-        (metrics.get("paired") or {}).get(base.id, {}).get(name) if isinstance(metrics.get("paired"), dict) else None
-    )
+    paired = metrics.get("paired")
+    vs_base = paired.get(base.id) if isinstance(paired, dict) else None
+    given = vs_base.get(name) if isinstance(vs_base, dict) else None
     if isinstance(given, dict) and all(_number(given.get(k)) is not None for k in ("diff", "low", "high")):
         return PairedDiff(
             diff=given["diff"], low=given["low"], high=given["high"], p_value=_number(given.get("p_value")),
@@ -400,7 +405,7 @@ def _diff_vs_baseline(
 
 
 def _category_tables(metrics: Sequence[dict[str, Any]], rows: Sequence[MetricRow]) -> list[CategoryTable]:
-    cats = [m.get("by_category") if isinstance(m.get("by_category"), dict) else {} for m in metrics]
+    cats: list[dict[str, Any]] = [m["by_category"] if isinstance(m.get("by_category"), dict) else {} for m in metrics]
     if not any(cats):
         return []
     counts: dict[str, int] = {}
@@ -460,7 +465,8 @@ def _examples(
         chosen = sorted(rows, key=lambda r: r.scores[0])[:n_examples]  # type: ignore[arg-type,return-value]
         return ExampleSection(metric=metric, mode="lowest", rows=chosen)
     differing = [r for r in rows if r.spread]
-    chosen = sorted(differing, key=lambda r: -(r.spread or 0.0))[:n_examples]
+    # Rounded, so that float noise (0.5 - 0.2 vs 0.6 - 0.3) does not reorder ties; ties keep eval-set order.
+    chosen = sorted(differing, key=lambda r: -round(r.spread or 0.0, 9))[:n_examples]
     note = None if chosen else f"the runs score every shared example the same on {metric}"
     return ExampleSection(metric=metric, mode="disagreement", rows=chosen, note=note)
 
@@ -489,11 +495,12 @@ def build_report(
     warnings = []
     runs = []
     for info, m, label, p in zip(infos, metrics, labels, preds, strict=True):
-        versions = info.meta.get("versions") if isinstance(info.meta.get("versions"), dict) else {}
+        raw_versions = info.meta.get("versions")
+        versions: dict[str, Any] = raw_versions if isinstance(raw_versions, dict) else {}
         runs.append(
             RunSummary(
-                id=info.id, label=label, path=str(info.path), name=info.name, system=m.get("system"),
-                task=m.get("task"), kind=info.kind, status=info.status, error=info.error,
+                id=info.id, label=label, path=str(info.path), name=info.name, system=_str(m.get("system")),
+                task=_str(m.get("task")), kind=info.kind, status=info.status, error=info.error,
                 created_at=info.created_at.isoformat() if info.created_at else None,
                 n=m.get("n") if isinstance(m.get("n"), int) else (len(p) if p is not None else None),
                 seed=m.get("seed") if isinstance(m.get("seed"), int) else info.seed,

@@ -1,5 +1,9 @@
 """PNG charts of a ``Report``, drawn with matplotlib's Agg backend (no display, no GUI toolkit).
 
+Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas rather than through pyplot: no global
+backend switch (a notebook that imports us keeps its inline backend), no display needed, and no figure registry
+that would keep every chart alive in a long-lived process such as the ladder.
+
 Each chart function takes the report and returns a ``Chart`` (or None when the report has nothing to draw). A
 later producer (the ladder's quality-vs-cost Pareto chart) passes its own functions to ``render_charts``.
 Figures are about 900 px wide at 100 dpi with 10-11 pt text, so they read at 100% zoom in the HTML page.
@@ -12,15 +16,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # before pyplot: a report must render on a headless server
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from tailorlm.eval.report.build import TOP_CATEGORIES, Report  # noqa: E402
+from tailorlm.eval.report.build import TOP_CATEGORIES, Report
 
 DPI = 100
 # Colour-blind-safe (Okabe-Ito), one colour per run, in run order, so a run keeps its colour on every chart.
@@ -43,10 +43,15 @@ def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)  # attaches itself to the figure
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)  # pyplot keeps every open figure alive; a long-lived process (the ladder) would leak them
     return buf.getvalue()
 
 
@@ -57,7 +62,7 @@ def metrics_chart(report: Report) -> Chart | None:
         return None
     cols = min(3, len(rows))
     nrows = math.ceil(len(rows) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols + 0.6, 2.9 * nrows + 0.4), squeeze=False)
+    fig, axes = _figure(nrows, cols, (3.2 * cols + 0.6, 2.9 * nrows + 0.4))
     labels = [r.label for r in report.runs]
     for ax, row in zip(axes.flat, rows, strict=False):
         x = np.arange(len(labels))
@@ -91,7 +96,8 @@ def categories_chart(report: Report) -> Chart | None:
     rows = table.rows[:TOP_CATEGORIES][::-1]  # largest category at the top
     n_runs = len(report.runs)
     height = 0.8 / n_runs
-    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.22 * len(rows) * n_runs + 1.2)))
+    fig, axes = _figure(1, 1, (9, max(2.5, 0.22 * len(rows) * n_runs + 1.2)))
+    ax = axes[0, 0]
     y = np.arange(len(rows))
     for i, run in enumerate(report.runs):
         vals = [r.values[i] if r.values[i] is not None else np.nan for r in rows]
@@ -125,7 +131,7 @@ def cost_chart(report: Report) -> Chart | None:
         return None
     cols = min(2, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols + 0.4, 2.8 * nrows + 0.4), squeeze=False)
+    fig, axes = _figure(nrows, cols, (4.0 * cols + 0.4, 2.6 * nrows + 0.4))
     colours = {r.label: _colour(i) for i, r in enumerate(report.runs)}
     labels = [c.run for c in report.cost]
     for ax, (key, title) in zip(axes.flat, panels, strict=False):
