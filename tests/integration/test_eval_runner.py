@@ -151,3 +151,32 @@ def test_malformed_eval_file_names_file_and_line(tiny_model_dir: Path, tmp_path:
     res = runner.invoke(app, ["eval", str(tiny_model_dir), "--task", str(task_path), "--root", str(tmp_path / "r")])
     assert res.exit_code == 1
     assert "eval.jsonl:25" in res.output
+
+
+def test_canaries_flag_a_system_that_forgets(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tailorlm.core.system import AdapterSpec
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, lora_alpha=512, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    task_path = _write_task(tmp_path, n=4)
+    with open(task_path, "a") as f:
+        f.write("canaries: {enabled: true, limit: 12, max_drop: 0.0}\n")
+    task = Task.load(task_path)
+    kw = {"root": tmp_path / "runs", "cache_dir": tmp_path / "cache", "progress": False}
+
+    base = evaluate(System(model=str(tiny_model_dir)), task, **kw).metrics
+    assert base["canaries"]["drop"] == 0.0 and base["promotable"] is True
+
+    tuned = System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(tmp_path / "adapter"))])
+    result = evaluate(tuned, task, **kw).metrics["canaries"]
+    assert result["before"] == base["canaries"]["after"]  # the base score is shared through the cache
+    assert result["promotable"] == (result["drop"] <= 0.0)
+    assert (Path(kw["cache_dir"]) / "canaries").is_dir()

@@ -30,12 +30,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import jinja2
 
 from tailorlm.errors import TailorError
 from tailorlm.models.engines.base import Engine, GenerationParams, Message
+
+if TYPE_CHECKING:
+    import torch  # imported lazily at run time: parsing and summaries must not pay for it
 
 JudgeMode = Literal["generate", "logprob"]
 OrderVerdict = Literal["A", "B", "tie", "invalid"]  # what the judge said about one presentation order
@@ -126,8 +129,8 @@ def _render(template: jinja2.Template, **variables: Any) -> str:
 
 # MT-Bench's own format. The last one wins: a judge may quote the format ("[[A]] if A is better...") first.
 _BRACKETED = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
-# The whole answer (or its first line) is just a label: "A", "(b)", "Output (a)" (AlpacaEval), "Assistant B."
-_BARE = re.compile(r"^\W*(?:(?i:output|assistant|response|answer)\s*)?(?:\(([AaBb])\)|([AB]))\W*$")
+# The whole answer (or its first line) is just a label: "A", "b.", "Output (a)" (AlpacaEval), "Assistant B."
+_BARE = re.compile(r"^\W*(?:(?i:output|assistant|response|answer)\s*)?(?:\(([AaBb])\)|([AaBb]))\W*$")
 # A stated verdict: "Verdict: A", "the better response is B", "Output (b) is better", "I prefer Assistant A".
 # The letter is upper case unless in parentheses, so "the winner is a tie" does not read as "a".
 _NAMED = r"(?:(?i:output|assistant|response|answer)\s*)?(?:\(([AaBb])\)|([AB]))(?![\w'])"
@@ -244,7 +247,9 @@ class _Budget:
         rendered = self.engine.render(messages)  # type: ignore[attr-defined]  # only called with a tokenizer
         return len(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
-    def fit(self, build: Callable[[int | None], list[Message]], max_output_tokens: int | None, n_outputs: int):
+    def fit(
+        self, build: Callable[[int | None], list[Message]], max_output_tokens: int | None, n_outputs: int
+    ) -> list[Message]:
         """``build(limit)`` with the answers cut to ``limit`` tokens, shrunk until the prompt fits the window.
 
         When it does not fit, the room left by the prompt's fixed part is shared equally among the answers: one
@@ -417,7 +422,7 @@ def judge_single(
     encoded = [_encode(tok, engine.render(p) + SINGLE_ANSWER_PREFIX) for p in prompts]  # type: ignore[attr-defined]
     if two_step:
         # Appending "1" gives, in one pass, P(first digit) at the second-to-last position and P("0" | "1") last.
-        encoded = [ids + [digits[0]] for ids in encoded]  # type: ignore[list-item]
+        encoded = [[*ids, digits[0]] for ids in encoded]  # type: ignore[list-item]
     logp = _next_token_logprobs(engine, encoded, columns, tail=2 if two_step else 1)
 
     grades: list[SingleGrade] = []
@@ -474,7 +479,7 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def _next_token_logprobs(engine: Any, encoded: list[list[int]], columns: list[int], tail: int) -> Any:
+def _next_token_logprobs(engine: Any, encoded: list[list[int]], columns: list[int], tail: int) -> torch.Tensor:
     """log P(next token) at each prompt's last ``tail`` positions, for the vocabulary ``columns``.
 
     Returns a float tensor [n_prompts, tail, len(columns)]. Prompts run ``engine.batch_size`` at a time, longest

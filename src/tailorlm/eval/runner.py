@@ -24,6 +24,7 @@ from tailorlm.core.run import Run
 from tailorlm.core.system import System
 from tailorlm.core.task import Task
 from tailorlm.eval.cache import PredictionCache, example_key
+from tailorlm.eval.canary_check import check_canaries
 from tailorlm.eval.examples import Example, build_examples
 from tailorlm.eval.scoring import score_examples
 from tailorlm.models.default import cache_root
@@ -116,11 +117,8 @@ def evaluate(
     params = task.generation
     requests = [render_messages(system.prompt, ex.text) for ex in examples]
     keys = [example_key(m, params.model_dump(mode="json")) for m in requests]
-    cache = (
-        PredictionCache.for_system(Path(cache_dir) if cache_dir else cache_root(), system)
-        if config.use_cache
-        else None
-    )
+    cache_dir = Path(cache_dir) if cache_dir else cache_root()
+    cache = PredictionCache.for_system(cache_dir, system) if config.use_cache else None
 
     with Run.create(
         f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
@@ -142,6 +140,10 @@ def evaluate(
         wall = time.perf_counter() - start
         ordered = [Completion.model_validate(completions[k]) for k in keys]
         metrics = _summarize(task, system, examples, ordered, wall_s=wall, load_s=load_s, generated=generated)
+        canaries = check_canaries(task.canaries, system, engine, cache_dir)
+        if canaries is not None:
+            metrics["canaries"] = canaries
+            metrics["promotable"] = canaries.get("promotable", True)
         _write_predictions(run, examples, ordered, metrics.pop("_per_example"))
         atomic_write_json(run.path / "metrics.json", metrics)
         run.write_metrics({name: m["value"] for name, m in metrics["metrics"].items()})

@@ -1,0 +1,67 @@
+"""Score the forgetting canaries for an evaluated System, and its base model for comparison.
+
+"Before" is the System's base model with its adapters switched off; "after" is the System itself. Canaries are
+scored by log-likelihood on the model's weights, so prompt programs do not affect them; a System without
+adapters is its own base and reports a drop of zero. Results are cached per weights, like predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from tailorlm.core.io import atomic_write_json
+from tailorlm.core.system import System
+from tailorlm.core.task import CanarySpec
+from tailorlm.eval.cache import system_cache_key
+from tailorlm.eval.canaries import compare_canaries, load_canaries, run_canaries
+
+
+def _weights_only(system: System, *, with_adapters: bool) -> System:
+    # Canary scores depend only on the weights: strip everything else so equal weights share one cache entry.
+    return System(model=system.model, adapters=system.adapters if with_adapters else [])
+
+
+def _cached_score(cache_dir: Path, system: System, limit: int | None, compute: Any) -> dict[str, Any]:
+    path = cache_dir / "canaries" / f"{system_cache_key(system)}-{limit or 'all'}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass  # a corrupt entry is recomputed
+    result = compute()
+    summary = {k: result[k] for k in ("score", "accuracy", "by_source", "n", "seconds")}
+    atomic_write_json(path, summary)
+    return summary
+
+
+def check_canaries(spec: CanarySpec, system: System, engine: Any, cache_dir: Path) -> dict[str, Any] | None:
+    """The ``canaries`` block of metrics.json, or None when the task does not ask for canaries."""
+    if not spec.enabled:
+        return None
+    model = getattr(engine, "model", None)
+    if model is None:
+        return {"skipped": f"the {system.engine} engine exposes no local weights to score canaries on"}
+    tokenizer = engine.tokenizer
+    items = load_canaries(limit=spec.limit)
+    after = _cached_score(
+        cache_dir,
+        _weights_only(system, with_adapters=True),
+        spec.limit,
+        lambda: run_canaries(model, tokenizer, items),
+    )
+    if not system.adapters:
+        before = after
+    else:
+        # PeftModel.disable_adapter() runs the base weights without unloading anything.
+        disable = getattr(model, "disable_adapter", None)
+        with disable() if disable else nullcontext():
+            before = _cached_score(
+                cache_dir,
+                _weights_only(system, with_adapters=False),
+                spec.limit,
+                lambda: run_canaries(model, tokenizer, items),
+            )
+    return compare_canaries(before, after, spec.max_drop)
