@@ -80,6 +80,7 @@ def test_unchanged_eval_is_served_from_cache(tiny_model_dir: Path, tmp_path: Pat
     first = evaluate(system, task, **kw)
     second = evaluate(system, task, **kw)
     assert second.generated == 0
+    assert second.metrics["cost"]["load_s"] == 0.0  # nothing to generate: the model is never loaded
     assert second.metrics["metrics"] == first.metrics["metrics"]
 
 

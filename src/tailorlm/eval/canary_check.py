@@ -8,6 +8,7 @@ adapters is its own base and reports a drop of zero. Results are cached per weig
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -37,31 +38,28 @@ def _cached_score(cache_dir: Path, system: System, limit: int | None, compute: A
     return summary
 
 
-def check_canaries(spec: CanarySpec, system: System, engine: Any, cache_dir: Path) -> dict[str, Any] | None:
-    """The ``canaries`` block of metrics.json, or None when the task does not ask for canaries."""
+def check_canaries(
+    spec: CanarySpec, system: System, get_engine: Callable[[], Any], cache_dir: Path
+) -> dict[str, Any] | None:
+    """The ``canaries`` block of metrics.json, or None when the task does not ask for canaries.
+
+    ``get_engine`` is called only when a score is not cached yet.
+    """
     if not spec.enabled:
         return None
-    model = getattr(engine, "model", None)
-    if model is None:
+    if system.engine != "hf":
         return {"skipped": f"the {system.engine} engine exposes no local weights to score canaries on"}
-    tokenizer = engine.tokenizer
     items = load_canaries(limit=spec.limit)
-    after = _cached_score(
-        cache_dir,
-        _weights_only(system, with_adapters=True),
-        spec.limit,
-        lambda: run_canaries(model, tokenizer, items),
-    )
-    if not system.adapters:
-        before = after
-    else:
+
+    def score(adapters_on: bool) -> dict[str, Any]:
+        engine = get_engine()
         # PeftModel.disable_adapter() runs the base weights without unloading anything.
-        disable = getattr(model, "disable_adapter", None)
+        disable = None if adapters_on else getattr(engine.model, "disable_adapter", None)
         with disable() if disable else nullcontext():
-            before = _cached_score(
-                cache_dir,
-                _weights_only(system, with_adapters=False),
-                spec.limit,
-                lambda: run_canaries(model, tokenizer, items),
-            )
+            return run_canaries(engine.model, engine.tokenizer, items)
+
+    after = _cached_score(cache_dir, _weights_only(system, with_adapters=True), spec.limit, lambda: score(True))
+    if not system.adapters:
+        return compare_canaries(after, after, spec.max_drop)
+    before = _cached_score(cache_dir, _weights_only(system, with_adapters=False), spec.limit, lambda: score(False))
     return compare_canaries(before, after, spec.max_drop)

@@ -69,7 +69,7 @@ def _progress(enabled: bool) -> Progress:
 
 
 def generate_missing(
-    engine: Any,
+    get_engine: Callable[[], Any],
     requests: list[tuple[str, list[dict[str, Any]]]],
     params: Any,
     cache: PredictionCache | None,
@@ -78,7 +78,10 @@ def generate_missing(
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int]:
-    """Return ``key -> completion`` for every request, generating only those the cache lacks."""
+    """Return ``key -> completion`` for every request, generating only those the cache lacks.
+
+    ``get_engine`` is called only when something is missing, so a fully cached run loads no model.
+    """
     done = cache.load() if cache else {}
     missing = [(k, m) for k, m in requests if k not in done]
     seen: set[str] = set()
@@ -87,7 +90,7 @@ def generate_missing(
         task = bar.add_task("generating", total=len(missing))
         for start in range(0, len(missing), chunk_size):
             chunk = missing[start : start + chunk_size]
-            completions: list[Completion] = engine.generate([m for _, m in chunk], params)
+            completions: list[Completion] = get_engine().generate([m for _, m in chunk], params)
             fresh = [(k, c.model_dump()) for (k, _), c in zip(chunk, completions, strict=True)]
             if cache:
                 cache.append(fresh)
@@ -125,11 +128,19 @@ def evaluate(
     ) as run:
         system.save(run.artifacts)
         start = time.perf_counter()
-        if engine is None:
-            engine = build_engine(system, device=config.device, dtype=config.dtype, batch_size=config.batch_size)
-        load_s = time.perf_counter() - start
+        load_s = 0.0
+
+        def get_engine() -> Any:
+            # Built on first use: a fully cached evaluation never loads the model at all.
+            nonlocal engine, load_s
+            if engine is None:
+                t0 = time.perf_counter()
+                engine = build_engine(system, device=config.device, dtype=config.dtype, batch_size=config.batch_size)
+                load_s = time.perf_counter() - t0
+            return engine
+
         completions, generated = generate_missing(
-            engine,
+            get_engine,
             list(zip(keys, requests, strict=True)),
             params,
             cache,
@@ -140,7 +151,7 @@ def evaluate(
         wall = time.perf_counter() - start
         ordered = [Completion.model_validate(completions[k]) for k in keys]
         metrics = _summarize(task, system, examples, ordered, wall_s=wall, load_s=load_s, generated=generated)
-        canaries = check_canaries(task.canaries, system, engine, cache_dir)
+        canaries = check_canaries(task.canaries, system, get_engine, cache_dir)
         if canaries is not None:
             metrics["canaries"] = canaries
             metrics["promotable"] = canaries.get("promotable", True)

@@ -517,7 +517,7 @@ def build_report(
         warnings.append(f"the runs evaluated different tasks ({', '.join(sorted(tasks))}): compare with care")
 
     rows = _metric_rows(infos, metrics, preds, seed)
-    primary = next(iter(metrics[0]["metrics"]), None)
+    primary = metrics[0].get("primary_metric") or next(iter(metrics[0]["metrics"]), None)
     # Worst examples need per-example scores; a corpus-level primary metric (BLEU) has none, so fall back to the
     # first metric the baseline scored per example.
     example_metric = primary
