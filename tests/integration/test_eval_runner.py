@@ -71,6 +71,8 @@ def test_eval_writes_the_run_layout(tiny_model_dir: Path, tmp_path: Path) -> Non
     assert set(metrics["by_category"]) == {"even", "odd"}
     assert metrics["cost"]["generated"] == 24
     assert (run_dir / "artifacts" / "system.yaml").is_file()
+    recorded = json.loads((run_dir / "run.json").read_text())["datasets"]
+    assert recorded[0]["name"] == "eval" and len(recorded[0]["fingerprint"]) == 64
 
 
 def test_unchanged_eval_is_served_from_cache(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -5,16 +5,11 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import jinja2
-
 from tailorlm.core.task import DataSpec, Task
-from tailorlm.data import EvalRecord, load_dataset
-from tailorlm.errors import ConfigError
-
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+from tailorlm.data import Dataset, EvalRecord, load_dataset
+from tailorlm.prompting.program import render_template
 
 
 @dataclass
@@ -26,36 +21,25 @@ class Example:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-@lru_cache(maxsize=16)
-def _template(source: str) -> jinja2.Template:
-    try:
-        return _ENV.from_string(source)
-    except jinja2.TemplateSyntaxError as err:
-        raise ConfigError(f"task input_template: syntax error on line {err.lineno}: {err.message}") from err
-
-
 def render_input(template: str | None, record: EvalRecord) -> str:
     if template is None:
         return record.input
     variables = {**record.metadata, "input": record.input, "context": record.context, "reference": record.reference}
-    try:
-        return _template(template).render(**variables)
-    except jinja2.UndefinedError as err:
-        raise ConfigError(
-            f"task input_template uses a variable the eval records do not have: {err.message}",
-            hint=f"available: {', '.join(sorted(variables))}",
-        ) from err
+    return render_template(template, variables, what="task input_template")
 
 
-def load_records(task: Task, spec: DataSpec | None = None) -> list[EvalRecord]:
-    """Load and validate the eval set; shuffle with ``shuffle_seed`` and cut to ``limit`` if asked."""
+def load_records(task: Task, spec: DataSpec | None = None) -> tuple[list[EvalRecord], Dataset]:
+    """Load and validate the eval set; shuffle with ``shuffle_seed`` and cut to ``limit`` if asked.
+
+    Returns the records used and the whole validated dataset (whose fingerprint the run records).
+    """
     spec = spec or task.eval
     options = {f"{key}_field": column for key, column in spec.fields.items()}
     dataset = load_dataset(task.resolve(spec.path), spec.format, kind="eval", extra="metadata", **options)  # type: ignore[arg-type]
     records = list(dataset.records)
     if spec.shuffle_seed is not None:
         random.Random(spec.shuffle_seed).shuffle(records)
-    return records[: spec.limit] if spec.limit else records
+    return (records[: spec.limit] if spec.limit else records), dataset
 
 
 def _example_id(record: EvalRecord, index: int) -> str:
@@ -67,8 +51,8 @@ def _example_id(record: EvalRecord, index: int) -> str:
     return f"{index}-{digest}"
 
 
-def build_examples(task: Task, limit: int | None = None) -> list[Example]:
-    records = load_records(task)
+def build_examples(task: Task, limit: int | None = None) -> tuple[list[Example], Dataset]:
+    records, dataset = load_records(task)
     if limit:
         records = records[:limit]
     examples = []
@@ -83,4 +67,4 @@ def build_examples(task: Task, limit: int | None = None) -> list[Example]:
                 record=record.model_dump(mode="json"),
             )
         )
-    return examples
+    return examples, dataset

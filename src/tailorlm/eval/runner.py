@@ -116,7 +116,7 @@ def evaluate(
     from tailorlm.models.build import build_engine
 
     config = config or EvalConfig(task=task.name, system=system.name)
-    examples = build_examples(task, config.limit)
+    examples, dataset = build_examples(task, config.limit)
     params = task.generation
     requests = [render_messages(system.prompt, ex.text) for ex in examples]
     keys = [example_key(m, params.model_dump(mode="json")) for m in requests]
@@ -127,6 +127,7 @@ def evaluate(
         f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
     ) as run:
         system.save(run.artifacts)
+        run.record_dataset("eval", str(dataset.source), dataset.fingerprint, len(examples))
         start = time.perf_counter()
         load_s = 0.0
 

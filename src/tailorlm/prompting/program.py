@@ -21,19 +21,24 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newlin
 
 @lru_cache(maxsize=64)
 def _compile(template: str) -> jinja2.Template:
+    return _ENV.from_string(template)
+
+
+def render_template(template: str, variables: dict[str, Any], *, what: str = "prompt template") -> str:
+    """Render a strict Jinja template; syntax errors and missing variables are ConfigErrors naming ``what``."""
     try:
-        return _ENV.from_string(template)
+        return _compile(template).render(**variables)
     except jinja2.TemplateSyntaxError as err:
-        raise ConfigError(f"prompt template has a syntax error on line {err.lineno}: {err.message}") from err
+        raise ConfigError(f"{what} has a syntax error on line {err.lineno}: {err.message}") from err
+    except jinja2.UndefinedError as err:
+        raise ConfigError(
+            f"{what} uses a variable that was not given: {err.message}",
+            hint=f"available: {', '.join(sorted(variables))}",
+        ) from err
 
 
 def render_user_turn(template: str | None, input: str, **variables: Any) -> str:
-    if template is None:
-        return input
-    try:
-        return _compile(template).render(input=input, **variables)
-    except jinja2.UndefinedError as err:
-        raise ConfigError(f"prompt template needs a variable that was not given: {err.message}") from err
+    return input if template is None else render_template(template, {**variables, "input": input})
 
 
 def render_messages(prompt: PromptSpec | None, input: str, **variables: Any) -> list[Message]:
