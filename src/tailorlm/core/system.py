@@ -111,19 +111,63 @@ class FewShotExample(StrictModel):
 
     input: str = Field(description="Example user input.")
     output: str = Field(description="The answer we want for it.")
+    label: str | None = Field(None, description="Class label, for label-balanced selection.")
 
 
 _INPUT_SLOT = re.compile(r"\{\{-?\s*input\s*-?\}\}")
 
 
-class PromptSpec(StrictModel):
-    """The prompt program: system message, user-turn template and few-shot examples."""
+class FewShotSelection(StrictModel):
+    """Choose ``k`` demonstrations per input from the ``few_shot`` pool instead of showing them all."""
 
-    system: str | None = Field(None, description="System message.")
+    strategy: Literal["fixed", "random", "semantic", "mmr", "balanced"] = Field(
+        "semantic",
+        description="fixed: first k; random; semantic: nearest by embedding; mmr: relevant and diverse; "
+        "balanced: round-robin over labels.",
+    )
+    k: int = Field(4, ge=0, description="Demonstrations per input (fewer if the context budget requires).")
+    embedder: str = Field("default", description="sentence-transformers model for semantic/mmr (default: MiniLM).")
+    mmr_lambda: float = Field(0.5, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only, 0 = diversity.")
+    seed: int = Field(0, description="Seed for random and balanced selection.")
+
+
+class AnswerExtraction(StrictModel):
+    """How the final answer is read out of a (chain-of-thought) completion."""
+
+    method: Literal["raw", "last_number", "gsm8k", "label", "after_marker", "regex"] = Field(
+        "after_marker", description="raw keeps the whole text; the others extract the answer from it."
+    )
+    marker: str = Field("The answer is", description="For after_marker: the answer follows its last occurrence.")
+    pattern: str | None = Field(None, description="For regex: the first group of the last match is the answer.")
+    labels: list[str] | None = Field(None, description="For label: map the text to one of these labels.")
+
+
+class SelfConsistency(StrictModel):
+    """Sample several reasoning chains and take the majority answer (Wang et al. 2023)."""
+
+    n: int = Field(5, ge=2, description="Chains sampled per input.")
+    temperature: float = Field(0.7, gt=0.0, description="Sampling temperature of the chains.")
+
+
+class PromptSpec(StrictModel):
+    """The prompt program: system message, user-turn template, few-shot examples, reasoning and answer format."""
+
+    system: str | None = Field(None, description="System message (role/persona, task boundaries, output format).")
     template: str | None = Field(
         None, description="Jinja template for the user turn; must contain {{ input }}. None sends the input as is."
     )
-    few_shot: list[FewShotExample] = Field(default_factory=list, description="Examples shown as earlier turns.")
+    few_shot: list[FewShotExample] = Field(
+        default_factory=list, description="Examples shown as earlier turns (all of them, or a pool for `selection`)."
+    )
+    selection: FewShotSelection | None = Field(None, description="Pick demonstrations per input from few_shot.")
+    chain_of_thought: str | None = Field(
+        None, description='Reasoning trigger appended to the user turn, e.g. "Let\'s think step by step."'
+    )
+    answer: AnswerExtraction | None = Field(None, description="Extract the final answer from the completion.")
+    self_consistency: SelfConsistency | None = Field(None, description="Majority vote over sampled chains.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Context budget for the prompt; demonstrations are dropped to fit it."
+    )
 
     @field_validator("template")
     @classmethod

@@ -29,7 +29,7 @@ from tailorlm.eval.examples import Example, build_examples
 from tailorlm.eval.scoring import score_examples
 from tailorlm.models.default import cache_root
 from tailorlm.models.engines.base import Completion
-from tailorlm.prompting.program import render_messages
+from tailorlm.prompting.answerer import Answer, build_requests, finalize, sampling_plan
 
 
 class EvalConfig(StrictModel):
@@ -75,11 +75,13 @@ def generate_missing(
     cache: PredictionCache | None,
     *,
     chunk_size: int,
+    n_samples: int = 1,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int]:
-    """Return ``key -> completion`` for every request, generating only those the cache lacks.
+    """Return ``key -> {"samples": [completion, ...]}`` for every request, generating only what the cache lacks.
 
+    ``n_samples`` completions are drawn per request (self-consistency), all in the same batched call.
     ``get_engine`` is called only when something is missing, so a fully cached run loads no model.
     """
     done = cache.load() if cache else {}
@@ -90,8 +92,12 @@ def generate_missing(
         task = bar.add_task("generating", total=len(missing))
         for start in range(0, len(missing), chunk_size):
             chunk = missing[start : start + chunk_size]
-            completions: list[Completion] = get_engine().generate([m for _, m in chunk], params)
-            fresh = [(k, c.model_dump()) for (k, _), c in zip(chunk, completions, strict=True)]
+            flat = [m for _, m in chunk for _ in range(n_samples)]
+            completions: list[Completion] = get_engine().generate(flat, params)
+            fresh = [
+                (k, {"samples": [c.model_dump() for c in completions[i * n_samples : (i + 1) * n_samples]]})
+                for i, (k, _) in enumerate(chunk)
+            ]
             if cache:
                 cache.append(fresh)
             done.update(fresh)
@@ -117,9 +123,14 @@ def evaluate(
 
     config = config or EvalConfig(task=task.name, system=system.name)
     examples, dataset = build_examples(task, config.limit)
-    params = task.generation
-    requests = [render_messages(system.prompt, ex.text) for ex in examples]
-    keys = [example_key(m, params.model_dump(mode="json")) for m in requests]
+    tokenizer = None
+    if system.prompt and system.prompt.max_prompt_tokens and system.engine == "hf":
+        from tailorlm.models.load import load_tokenizer
+
+        tokenizer = load_tokenizer(system.model)
+    requests = build_requests(system.prompt, [ex.text for ex in examples], tokenizer)
+    n_samples, params = sampling_plan(system.prompt, task.generation)
+    keys = [example_key(m, {**params.model_dump(mode="json"), "n_samples": n_samples}) for m in requests]
     cache_dir = Path(cache_dir) if cache_dir else cache_root()
     cache = PredictionCache.for_system(cache_dir, system) if config.use_cache else None
 
@@ -145,12 +156,15 @@ def evaluate(
             list(zip(keys, requests, strict=True)),
             params,
             cache,
-            chunk_size=max(config.batch_size * 4, 1),
+            chunk_size=max(config.batch_size * 4 // n_samples, 1),
+            n_samples=n_samples,
             progress=progress,
             on_chunk=on_chunk,
         )
         wall = time.perf_counter() - start
-        ordered = [Completion.model_validate(completions[k]) for k in keys]
+        ordered = [
+            finalize(system.prompt, [Completion.model_validate(c) for c in completions[k]["samples"]]) for k in keys
+        ]
         metrics = _summarize(task, system, examples, ordered, wall_s=wall, load_s=load_s, generated=generated)
         canaries = check_canaries(task.canaries, system, get_engine, cache_dir)
         if canaries is not None:
@@ -169,7 +183,7 @@ def _summarize(
     task: Task,
     system: System,
     examples: list[Example],
-    completions: list[Completion],
+    answers: list[Answer],
     *,
     wall_s: float,
     load_s: float,
@@ -177,13 +191,12 @@ def _summarize(
 ) -> dict[str, Any]:
     from tailorlm.eval.metrics.cost import summarize_latency
 
-    predictions = [c.text for c in completions]
-    scored = score_examples(task, examples, predictions)
-    prompt_tokens = sum(c.usage.prompt_tokens for c in completions)
-    completion_tokens = sum(c.usage.completion_tokens for c in completions)
+    scored = score_examples(task, examples, [a.text for a in answers])
+    prompt_tokens = sum(a.usage.prompt_tokens for a in answers)
+    completion_tokens = sum(a.usage.completion_tokens for a in answers)
     # Latency is what each request waited: its batch's wall time (batched engines share it across the batch).
-    latency = summarize_latency([c.latency_s for c in completions]) if completions else {}
-    gen_time = sum({(c.latency_s) for c in completions})  # one entry per batch
+    latency = summarize_latency([a.latency_s for a in answers]) if answers else {}
+    gen_time = sum({a.latency_s for a in answers})  # one entry per batch
     return {
         "task": task.name,
         "system": system.name,
@@ -211,22 +224,26 @@ def _summarize(
 
 
 def _write_predictions(
-    run: Run, examples: list[Example], completions: list[Completion], per_example: list[dict[str, float]]
+    run: Run, examples: list[Example], answers: list[Answer], per_example: list[dict[str, float]]
 ) -> None:
     import json
 
     lines = []
-    for ex, c, scores in zip(examples, completions, per_example, strict=True):
-        row = {
+    for ex, a, scores in zip(examples, answers, per_example, strict=True):
+        row: dict[str, Any] = {
             "id": ex.id,
             "input": ex.text,
             "reference": ex.reference,
-            "prediction": c.text,
+            "prediction": a.text,
             "scores": scores,
             "category": ex.category,
-            "latency_s": round(c.latency_s, 4),
-            "prompt_tokens": c.usage.prompt_tokens,
-            "completion_tokens": c.usage.completion_tokens,
+            "latency_s": round(a.latency_s, 4),
+            "prompt_tokens": a.usage.prompt_tokens,
+            "completion_tokens": a.usage.completion_tokens,
         }
+        if a.raw != a.text:
+            row["raw"] = a.raw  # the full completion (reasoning chain) the answer was extracted from
+        if a.votes is not None:
+            row["votes"], row["agreement"] = a.votes, a.agreement
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(run.path / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))

@@ -6,12 +6,13 @@ sees at inference is exactly the text a fine-tune trained on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import jinja2
 
-from tailorlm.core.system import PromptSpec
+from tailorlm.core.system import FewShotExample, PromptSpec
 from tailorlm.errors import ConfigError
 from tailorlm.models.engines.base import Message
 
@@ -41,15 +42,25 @@ def render_user_turn(template: str | None, input: str, **variables: Any) -> str:
     return input if template is None else render_template(template, {**variables, "input": input})
 
 
-def render_messages(prompt: PromptSpec | None, input: str, **variables: Any) -> list[Message]:
-    """[system] + few-shot (user, assistant) pairs + the user turn for ``input``."""
+def render_messages(
+    prompt: PromptSpec | None, input: str, demos: Sequence[FewShotExample] | None = None, **variables: Any
+) -> list[Message]:
+    """[system] + few-shot (user, assistant) pairs + the user turn for ``input``.
+
+    ``demos`` overrides the program's own ``few_shot`` list (per-input selection). A chain-of-thought trigger is
+    appended to the real user turn only: the demonstrations show finished answers, as in the CoT papers' few-shot
+    exemplars when they include their reasoning in ``output``.
+    """
     if prompt is None:
         return [{"role": "user", "content": input}]
     messages: list[Message] = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system})
-    for example in prompt.few_shot:
+    for example in prompt.few_shot if demos is None else demos:
         messages.append({"role": "user", "content": render_user_turn(prompt.template, example.input, **variables)})
         messages.append({"role": "assistant", "content": example.output})
-    messages.append({"role": "user", "content": render_user_turn(prompt.template, input, **variables)})
+    user = render_user_turn(prompt.template, input, **variables)
+    if prompt.chain_of_thought:
+        user = f"{user}\n{prompt.chain_of_thought}"
+    messages.append({"role": "user", "content": user})
     return messages
