@@ -68,6 +68,11 @@ def run(
         use_cache=not no_cache,
     )
     result = evaluate(system_, task_, config=config, root=root, progress=not as_json)
+    print_result(result, as_json)
+
+
+def print_result(result: Any, as_json: bool) -> None:
+    """Metrics with CIs, cost and the run path (or metrics.json as JSON)."""
     if as_json:
         print_json({"run": str(result.run.path), **result.metrics})
         return
@@ -82,9 +87,13 @@ def run(
     console.print(
         f"{cost['generated']} generated, {cost['cached']} from cache · {cost['wall_s']:.1f} s · "
         f"p50 latency {cost['latency_p50_s'] or 0:.2f} s · {cost['tokens_per_s'] or 0} tokens/s · "
-        f"peak {cost['peak_rss_mb']:.0f} MB",
+        f"{cost['prompt_tokens_per_example']} prompt tokens/example · peak {cost['peak_rss_mb']:.0f} MB",
         highlight=False,
     )
+    if "canaries" in m:
+        c = m["canaries"]
+        flag = "[green]promotable[/]" if c.get("promotable", True) else "[bold red]NOT promotable[/]"
+        console.print(f"canaries: before {c.get('before')} → after {c.get('after')} · {flag}", highlight=False)
     console.print(f"run: {result.run.path}", highlight=False)
 
 

@@ -117,12 +117,19 @@ def evaluate(
     engine: Any = None,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    examples: list[Example] | None = None,
+    name: str | None = None,
 ) -> EvalResult:
-    """Evaluate ``system`` on ``task``; returns the Run and the metrics written to ``metrics.json``."""
+    """Evaluate ``system`` on ``task``; returns the Run and the metrics written to ``metrics.json``.
+
+    ``examples`` evaluates a given subset (e.g. a dev split) instead of loading the task's eval set.
+    """
     from tailorlm.models.build import build_engine
 
     config = config or EvalConfig(task=task.name, system=system.name)
-    examples, dataset = build_examples(task, config.limit)
+    dataset = None
+    if examples is None:
+        examples, dataset = build_examples(task, config.limit)
     tokenizer = None
     if system.prompt and system.prompt.max_prompt_tokens and system.engine == "hf":
         from tailorlm.models.load import load_tokenizer
@@ -138,7 +145,8 @@ def evaluate(
         f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
     ) as run:
         system.save(run.artifacts)
-        run.record_dataset("eval", str(dataset.source), dataset.fingerprint, len(examples))
+        if dataset is not None:
+            run.record_dataset("eval", str(dataset.source), dataset.fingerprint, len(examples))
         start = time.perf_counter()
         load_s = 0.0
 
