@@ -97,6 +97,19 @@ def extract(prompt: PromptSpec | None, text: str) -> str | None:
     return extract_answer(text, spec.method, labels=spec.labels, marker=spec.marker, pattern=spec.pattern)
 
 
+def _vote_normalizer(prompt: PromptSpec | None) -> Any:
+    """Answers that mean the same must count as one vote: "18", "18.0" and "$18" for numbers; case, articles and
+    punctuation for free text (SQuAD normalization)."""
+    method = prompt.answer.method if prompt and prompt.answer else "raw"
+    if method in ("last_number", "gsm8k"):
+        from tailorlm.prompting.extract import normalize_number
+
+        return normalize_number
+    from tailorlm.eval.metrics.qa import normalize_answer
+
+    return normalize_answer
+
+
 def finalize(prompt: PromptSpec | None, samples: Sequence[Completion]) -> Answer:
     """One input's answer from its completion(s): extract from each, then majority-vote when there are several."""
     usage = Usage(
@@ -109,7 +122,7 @@ def finalize(prompt: PromptSpec | None, samples: Sequence[Completion]) -> Answer
         return Answer(text=answers[0] or "", raw=samples[0].text, usage=usage, latency_s=latency)
     from tailorlm.prompting.consistency import vote
 
-    result = vote(answers)
+    result = vote(answers, normalize=_vote_normalizer(prompt))
     return Answer(
         text=result.answer or "",
         raw=samples[0].text,

@@ -77,8 +77,8 @@ def _after_marker(text: str, marker: str) -> str | None:
         return None
     rest = text[matches[-1].end() :]
     # "The answer is: $18." / "Answer - 18": a separator may sit between the marker and the answer, and the answer
-    # may start on the next line.
-    rest = re.sub(r"^\s*[:\-–—]?\s*", "", rest)
+    # may start on the next line. A dash is a separator only before a space: in "is -4" it is the sign.
+    rest = re.sub(r"^\s*(?::|[-–—](?=\s))?\s*", "", rest)
     sentence = _SENTENCE.match(rest)
     answer = (sentence.group(1) if sentence else rest).strip(_WRAPPERS).rstrip(_TRAILING).strip(_WRAPPERS)
     return answer or None

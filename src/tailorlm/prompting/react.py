@@ -75,7 +75,7 @@ class ReactResult:
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
     # OpenAI's {"type": "function", "function": {...}}; a bare {"name", ...} is accepted too.
-    return tool["function"] if "function" in tool else tool
+    return tool.get("function", tool)
 
 
 def render_react_system(tools: Sequence[dict[str, Any]]) -> str:
@@ -148,9 +148,7 @@ def parse_react_step(text: str) -> ReactStep:
         first_line = raw_action.splitlines()[0].strip().strip("`'\"*") if raw_action else ""
         bracket = _BRACKET_ACTION.match(raw_action)
         if bracket and bracket["name"].lower() == "finish":
-            if final is None:
-                final = bracket["arg"].strip()
-                order.insert(order.index("action"), "final answer")
+            final = final if final is not None else bracket["arg"].strip()
         elif bracket:
             action, action_input = bracket["name"], _parse_input(bracket["arg"])
         else:
@@ -217,7 +215,8 @@ def run_react(
     if missing:
         raise ValueError(f"tool_schemas describe tools that were not given: {', '.join(missing)}")
     params = params or GenerationParams()
-    params = params.model_copy(update={"stop": [*params.stop, *([OBSERVATION] if OBSERVATION not in params.stop else [])]})
+    if OBSERVATION not in params.stop:
+        params = params.model_copy(update={"stop": [*params.stop, OBSERVATION]})
 
     messages: list[Message] = [
         {"role": "system", "content": render_react_system(schemas)},
@@ -226,7 +225,7 @@ def run_react(
     steps: list[tuple[ReactStep, str | None]] = []
     prompt_tokens = completion_tokens = 0
     for _ in range(max_steps):
-        completion = engine.generate([messages], params)[0]
+        completion = engine.generate([list(messages)], params)[0]  # a copy: messages grows below
         prompt_tokens += completion.usage.prompt_tokens
         completion_tokens += completion.usage.completion_tokens
         step = parse_react_step(completion.text)

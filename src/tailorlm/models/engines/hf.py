@@ -60,6 +60,10 @@ class HFEngine:
     ) -> list[Completion]:
         """Answer every request in input order. ``on_progress(n)`` is called after each batch of ``n``."""
         params = params or GenerationParams()
+        if params.seed is not None:
+            # Seed once per call, not per batch: re-seeding every batch would make identical rows in different
+            # batches (self-consistency samples of one prompt) draw identical chains.
+            torch.manual_seed(params.seed)
         encoded = [self._encode(self.render(r)) for r in requests]
         # Longest first: similar lengths share a batch (less padding), and an out-of-memory error shows up
         # on the first batch rather than after most of the work is done.
@@ -104,8 +108,6 @@ class HFEngine:
 
     @torch.inference_mode()
     def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Completion]:
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         inputs = self._batch_inputs(batch)
         start = time.perf_counter()
         out = self.model.generate(
