@@ -66,6 +66,11 @@ def _load_model(folder: str, device: str | None) -> Any:
         raise ModelNotFoundError(f"cannot load the embedder at {folder}: {err}") from err
 
 
+# Text vectors per model folder, shared by every Embedder of that folder: the answerer builds a fresh Embedder
+# for each batch of inputs, and re-embedding a 200-item pool costs seconds each time.
+_SHARED_CACHES: dict[tuple[str, str | None], OrderedDict[bytes, np.ndarray]] = {}
+
+
 def _key(text: str) -> bytes:
     # A digest keeps the cache's memory per entry fixed however long the text (a few-shot pool can hold
     # whole documents); 16 bytes of BLAKE2 make a collision practically impossible.
@@ -76,8 +81,8 @@ class Embedder:
     """Texts → L2-normalized float32 vectors, shape ``(n, dim)``.
 
     The weights load on first use, so building an Embedder only checks that the model exists. An in-memory LRU
-    (keyed by a hash of the text) skips re-embedding the same pool or query twice. Not thread-safe: give each
-    thread its own Embedder (the weights are shared through the process-wide load cache).
+    (keyed by a hash of the text, shared by the Embedders of one model folder in this process) skips
+    re-embedding the same pool or query. Not thread-safe: call ``encode`` from one thread at a time.
     """
 
     def __init__(
@@ -88,7 +93,7 @@ class Embedder:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self.device = device
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache = _SHARED_CACHES.setdefault((str(self.path), device), OrderedDict())
         self._st: Any = None
 
     @property
