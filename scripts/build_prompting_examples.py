@@ -30,7 +30,7 @@ def gsm8k() -> None:
     rows = [json.loads(line) for line in (DATA / "gsm8k" / "train.jsonl").read_text().splitlines()]
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
-    dev, demos = [rows[i] for i in order[:100]], [rows[i] for i in order[100:104]]
+    demos = [rows[i] for i in order[100:104]]  # the eval set is order[:100]
     out = ROOT / "examples" / "gsm8k"
     _jsonl(out / "eval.jsonl", [{"id": f"gsm8k-{i}", **rows[i]} for i in order[:100]])
 
@@ -48,7 +48,12 @@ def gsm8k() -> None:
     few = [{"input": d["question"], "output": f"The answer is {final(d['answer'])}."} for d in demos]
     _yaml(out / "programs" / "few-shot.yaml", head, {"system": instruction, "few_shot": few, "answer": extract})
     cot_demos = [{"input": d["question"], "output": chain(d["answer"])} for d in demos]
-    cot = {"system": instruction, "few_shot": cot_demos, "chain_of_thought": "Let's think step by step.", "answer": extract}
+    cot = {
+        "system": instruction,
+        "few_shot": cot_demos,
+        "chain_of_thought": "Let's think step by step.",
+        "answer": extract,
+    }
     _yaml(out / "programs" / "cot.yaml", head, cot)
     _yaml(out / "programs" / "cot-sc.yaml", head, {**cot, "self_consistency": {"n": 5, "temperature": 0.7}})
 
@@ -68,11 +73,19 @@ def sst2() -> None:
     _jsonl(out / "eval.jsonl", [{"id": f"sst2-dev-{i}", **dev[i]} for i in sample])
     pool = [train[i] for i in sorted(rng.sample(range(len(train)), 200))]
     instruction = "Classify the sentiment of the movie review as positive or negative. Answer with one word."
-    head = "# SST-2 prompt program; the few-shot pool is 200 SST-2 train sentences (MIT repo; Stanford Sentiment Treebank).\n"
+    head = (
+        "# SST-2 prompt program; the few-shot pool is 200 SST-2 train sentences "
+        "(MIT repo; Stanford Sentiment Treebank).\n"
+    )
     extract = {"method": "label", "labels": ["negative", "positive"]}
     _yaml(out / "programs" / "zero-shot.yaml", head, {"system": instruction, "answer": extract})
     few = [{"input": p["text"], "output": p["label"], "label": p["label"]} for p in pool]
-    semantic = {"system": instruction, "few_shot": few, "selection": {"strategy": "semantic", "k": 4}, "answer": extract}
+    semantic = {
+        "system": instruction,
+        "few_shot": few,
+        "selection": {"strategy": "semantic", "k": 4},
+        "answer": extract,
+    }
     _yaml(out / "programs" / "semantic-few-shot.yaml", head, semantic)
 
 
