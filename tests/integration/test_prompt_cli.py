@@ -78,6 +78,8 @@ def test_optimize_reports_dev_and_held_out_test(tiny_model_dir: Path, task_dir: 
     assert [c["name"] for c in out["candidates"]][:2] == ["start", "labelled-first-k"]
     summary = json.loads((Path(out["run"]) / "optimize.json").read_text())
     assert summary["splits"] == {"pool": 8, "dev": 12, "test": 16}
+    evals = sorted(p.name.split("-", 2)[2] for p in (Path(out["run"]) / "evals").iterdir())
+    assert "bootstrap" in evals and "dev-start" in evals and "test-start" in evals  # nested, named eval runs
     best = System.load(Path(out["run"]) / "artifacts")
     assert best.name.endswith("-optimized")
 

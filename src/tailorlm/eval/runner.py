@@ -142,7 +142,7 @@ def evaluate(
     cache = PredictionCache.for_system(cache_dir, system) if config.use_cache else None
 
     with Run.create(
-        f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
+        name or f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
     ) as run:
         system.save(run.artifacts)
         if dataset is not None:
@@ -180,7 +180,7 @@ def evaluate(
             metrics["promotable"] = canaries.get("promotable", True)
         _write_predictions(run, examples, ordered, metrics.pop("_per_example"))
         atomic_write_json(run.path / "metrics.json", metrics)
-        run.write_metrics({name: m["value"] for name, m in metrics["metrics"].items()})
+        run.write_metrics({metric: m["value"] for metric, m in metrics["metrics"].items()})
         run.logger.info(
             "evaluated %d examples (%d generated, %d cached)", len(examples), generated, len(examples) - generated
         )
