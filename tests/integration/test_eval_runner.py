@@ -133,8 +133,7 @@ def test_cli_eval_and_compare(tiny_model_dir: Path, tmp_path: Path, monkeypatch:
     assert {r["metric"] for r in result["metrics"]} == {"exact_match", "f1", "bleu"}
     for row in result["metrics"]:
         assert 0.0 <= row["p_value"] <= 1.0 and row["low"] <= row["diff"] <= row["high"]
-        if row["metric"] != "bleu":  # per-example metrics: the difference is B − A of the shared means
-            assert row["diff"] == pytest.approx(row["b"] - row["a"])
+        assert row["diff"] == pytest.approx(row["b"] - row["a"])  # B − A, for per-example and corpus metrics
 
 
 def test_bad_task_is_a_clear_error(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from tailorlm.core.run import RunInfo, load_run
 from tailorlm.errors import RunError
 from tailorlm.eval.metrics import get_metric
-from tailorlm.eval.stats import paired_bootstrap, paired_permutation_test
+from tailorlm.eval.stats import compare_metric, paired_bootstrap, paired_permutation_test
 
 
 def read_predictions(run: RunInfo) -> list[dict[str, Any]]:
@@ -59,9 +59,7 @@ def compare_eval_runs(
             refs = [preds_a[i]["reference"] for i in shared]
             pa = [preds_a[i]["prediction"] for i in shared]
             pb = [preds_b[i]["prediction"] for i in shared]
-            stats = paired_bootstrap(
-                (pa, refs, metric.corpus), (pb, refs, metric.corpus), n_resamples=n_resamples, seed=seed
-            )
+            stats = compare_metric(metric, pb, pa, refs, n_resamples=n_resamples, seed=seed)  # B − A, as above
             p_perm = None
             value_a, value_b = metric.corpus(pa, refs), metric.corpus(pb, refs)
         rows.append(
