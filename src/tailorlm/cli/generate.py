@@ -85,8 +85,7 @@ def generate(
         disable=len(prompts) < 2,
     ) as bar:
         task = bar.add_task("generate", total=len(prompts))
-        kwargs = {"on_progress": lambda n: bar.advance(task, n)} if hasattr(engine, "render") else {}
-        completions = engine.generate(requests, params, **kwargs)
+        completions = engine.generate(requests, params, on_progress=lambda n: bar.advance(task, n))
     if as_json:
         print_json([{"prompt": p, **c.model_dump()} for p, c in zip(prompts, completions, strict=True)])
         return

@@ -6,7 +6,7 @@ Generation is greedy by default, because evaluation must be deterministic; sampl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,9 +84,16 @@ class Engine(Protocol):
     name: str
 
     def generate(
-        self, requests: Sequence[str | Sequence[Message] | Request], params: GenerationParams | None = None
+        self,
+        requests: Sequence[str | Sequence[Message] | Request],
+        params: GenerationParams | None = None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
     ) -> list[Completion]:
-        """Answer every request, batched as the backend sees fit, in input order."""
+        """Answer every request, batched as the backend sees fit, in input order.
+
+        ``on_progress(n)`` is called as ``n`` more requests finish, for progress bars.
+        """
         ...
 
     def stream(

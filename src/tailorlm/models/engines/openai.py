@@ -17,7 +17,7 @@ import contextlib
 import ipaddress
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
@@ -100,17 +100,31 @@ class OpenAIEngine:
     # --- the Engine contract -------------------------------------------------------------------------------
 
     def generate(
-        self, requests: Sequence[str | Sequence[Message] | Request], params: GenerationParams | None = None
+        self,
+        requests: Sequence[str | Sequence[Message] | Request],
+        params: GenerationParams | None = None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
     ) -> list[Completion]:
-        """Answer every request, ``concurrency`` at a time; ``map`` keeps the input order."""
+        """Answer every request, ``concurrency`` at a time; ``map`` keeps the input order.
+
+        ``on_progress(1)`` is called as each request completes.
+        """
         params = params or GenerationParams()
         reqs = [Request.of(r) for r in requests]
+
+        def one(r: Request) -> Completion:
+            completion = self._generate_one(r, params)
+            if on_progress is not None:
+                on_progress(1)
+            return completion
+
         if not reqs:
             return []
         if len(reqs) == 1 or self.concurrency == 1:
-            return [self._generate_one(r, params) for r in reqs]
+            return [one(r) for r in reqs]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(reqs))) as pool:
-            return list(pool.map(lambda r: self._generate_one(r, params), reqs))
+            return list(pool.map(one, reqs))
 
     def stream(
         self, request: str | Sequence[Message] | Request, params: GenerationParams | None = None
