@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -74,7 +75,10 @@ def generate(
     params = _params(sys_.generation, max_tokens, temperature, top_p, seed, stop)
     with err_console.status(f"loading {escape(sys_.model)}…"):
         engine = build_engine(sys_, device=device, dtype=dtype, batch_size=batch_size)
-    requests = [render_messages(sys_.prompt, p) for p in prompts]
+    contexts = _rag_contexts(sys_, engine, prompts)
+    inputs = [c.input if c else p for p, c in zip(prompts, contexts, strict=True)]
+    todo = [i for i, c in enumerate(contexts) if not (c and c.abstain)]
+    requests = [render_messages(sys_.prompt, inputs[i]) for i in todo]
     with Progress(
         TextColumn("generating"),
         BarColumn(),
@@ -85,12 +89,22 @@ def generate(
         disable=len(prompts) < 2,
     ) as bar:
         task = bar.add_task("generate", total=len(prompts))
-        completions = engine.generate(requests, params, on_progress=lambda n: bar.advance(task, n))
+        generated = engine.generate(requests, params, on_progress=lambda n: bar.advance(task, n))
+    completions = _with_abstentions(sys_, contexts, todo, generated)
     if as_json:
-        print_json([{"prompt": p, **c.model_dump()} for p, c in zip(prompts, completions, strict=True)])
+        rows = []
+        for p, c, ctx in zip(prompts, completions, contexts, strict=True):
+            row = {"prompt": p, **c.model_dump()}
+            if ctx is not None:
+                row["citations"] = [x.as_json() for x in ctx.citations(c.text)]
+                row["sources"], row["abstained"] = ctx.sources_json(), ctx.abstain
+            rows.append(row)
+        print_json(rows)
         return
     if len(prompts) == 1:
         console.print(completions[0].text, markup=False, highlight=False)
+        if contexts[0] is not None:
+            _print_citations(contexts[0], completions[0].text)
         return
     table = Table(show_lines=True)
     for col in ("prompt", "answer", "tokens", "finish"):
@@ -135,12 +149,56 @@ def chat(
             history.clear()
             err_console.print("[dim]history cleared[/]")
             continue
+        # RAG: this turn carries its sources; the history keeps only the plain question, so old sources do
+        # not crowd the window.
+        ctx = _rag_contexts(sys_, engine, [line])[0]
+        turn = ctx.input if ctx and not ctx.abstain else line
         # The prompt program shapes the first turn (system message, few-shot); later turns append to history.
-        messages = render_messages(sys_.prompt, line) if not history else [*history, {"role": "user", "content": line}]
+        messages = render_messages(sys_.prompt, turn) if not history else [*history, {"role": "user", "content": turn}]
         console.print("[bold green]assistant>[/] ", end="")
         answer = ""
-        for chunk in engine.stream(messages, params):
-            answer += chunk.text
-            console.print(chunk.text, end="", markup=False, highlight=False)
+        if ctx is not None and ctx.abstain:
+            answer = sys_.retriever.abstain_message if sys_.retriever else ""
+            console.print(answer, end="", markup=False, highlight=False)
+        else:
+            for chunk in engine.stream(messages, params):
+                answer += chunk.text
+                console.print(chunk.text, end="", markup=False, highlight=False)
         console.print()
+        if ctx is not None:
+            _print_citations(ctx, answer)
+        messages[-1] = {"role": "user", "content": line}
         history = [*messages, {"role": "assistant", "content": answer}]
+
+
+def _rag_contexts(system: System, engine: Any, prompts: list[str]) -> list[Any]:
+    """Retrieved sources per prompt for a RAG System (None per prompt otherwise)."""
+    if system.retriever is None:
+        return [None] * len(prompts)
+    from tailorlm.rag.answer import RagAnswerer
+
+    answerer = RagAnswerer(system, tokenizer=getattr(engine, "tokenizer", None), engine=engine)
+    return list(answerer.prepare(prompts))
+
+
+def _with_abstentions(system: System, contexts: list[Any], todo: list[int], generated: list[Any]) -> list[Any]:
+    from tailorlm.models.engines.base import Completion, Usage
+
+    out: list[Any] = []
+    it = iter(generated)
+    for i in range(len(contexts)):
+        if i in todo:
+            out.append(next(it))
+        else:
+            message = system.retriever.abstain_message if system.retriever else ""
+            out.append(Completion(text=message, finish_reason="stop", usage=Usage()))
+    return out
+
+
+def _print_citations(ctx: Any, answer: str) -> None:
+    cited = ctx.citations(answer)
+    shown = cited or []
+    for c in shown:
+        err_console.print(f"[dim][{c.n}] {escape(c.title or c.doc_id)} · {escape(c.source)} [{c.start}:{c.end}][/]")
+    if not cited and ctx.shown:
+        err_console.print(f"[dim]sources: {', '.join(escape(h.chunk.doc_id) for h in ctx.shown)}[/]")

@@ -29,7 +29,7 @@ from tailorlm.eval.examples import Example, build_examples
 from tailorlm.eval.scoring import score_examples
 from tailorlm.models.default import cache_root
 from tailorlm.models.engines.base import Completion
-from tailorlm.prompting.answerer import Answer, build_requests, finalize, sampling_plan
+from tailorlm.prompting.answerer import Answer, abstention, attach_sources, build_requests, finalize, sampling_plan
 
 
 class EvalConfig(StrictModel):
@@ -135,9 +135,23 @@ def evaluate(
         from tailorlm.models.load import load_tokenizer
 
         tokenizer = load_tokenizer(system.model)
-    requests = build_requests(system.prompt, [ex.text for ex in examples], tokenizer)
+    inputs = [ex.text for ex in examples]
+    rag = None
+    if system.retriever is not None:
+        # Retrieval happens before the cache lookup: the sources are part of the request, so a changed index
+        # changes the cache key instead of serving stale answers.
+        from tailorlm.rag.answer import RagAnswerer
+
+        if tokenizer is None and system.engine == "hf":
+            from tailorlm.models.load import load_tokenizer
+
+            tokenizer = load_tokenizer(system.model)
+        rag = RagAnswerer(system, tokenizer=tokenizer, answer_tokens=task.generation.max_new_tokens).prepare(inputs)
+        inputs = [c.input or c.question for c in rag]
+    requests = build_requests(system.prompt, inputs, tokenizer)
     n_samples, params = sampling_plan(system.prompt, task.generation)
     keys = [example_key(m, {**params.model_dump(mode="json"), "n_samples": n_samples}) for m in requests]
+    abstained = {i for i, c in enumerate(rag or []) if c.abstain}
     cache_dir = Path(cache_dir) if cache_dir else cache_root()
     cache = PredictionCache.for_system(cache_dir, system) if config.use_cache else None
 
@@ -161,7 +175,7 @@ def evaluate(
 
         completions, generated = generate_missing(
             get_engine,
-            list(zip(keys, requests, strict=True)),
+            [(k, r) for i, (k, r) in enumerate(zip(keys, requests, strict=True)) if i not in abstained],
             params,
             cache,
             chunk_size=max(config.batch_size * 4 // n_samples, 1),
@@ -171,9 +185,28 @@ def evaluate(
         )
         wall = time.perf_counter() - start
         ordered = [
-            finalize(system.prompt, [Completion.model_validate(c) for c in completions[k]["samples"]]) for k in keys
+            abstention(system)
+            if i in abstained
+            else finalize(system.prompt, [Completion.model_validate(c) for c in completions[k]["samples"]])
+            for i, k in enumerate(keys)
         ]
+        if rag is not None:
+            ordered = [attach_sources(a, c) for a, c in zip(ordered, rag, strict=True)]
         metrics = _summarize(task, system, examples, ordered, wall_s=wall, load_s=load_s, generated=generated)
+        if rag is not None:
+            from tailorlm.rag.evaluation import citation_metrics
+
+            metrics["rag"] = citation_metrics(
+                [
+                    {
+                        "reference": ex.reference,
+                        "sources": a.sources,
+                        "citations": a.citations,
+                        "abstained": a.abstained,
+                    }
+                    for ex, a in zip(examples, ordered, strict=True)
+                ]
+            )
         canaries = check_canaries(task.canaries, system, get_engine, cache_dir)
         if canaries is not None:
             metrics["canaries"] = canaries
@@ -253,5 +286,7 @@ def _write_predictions(
             row["raw"] = a.raw  # the full completion (reasoning chain) the answer was extracted from
         if a.votes is not None:
             row["votes"], row["agreement"] = a.votes, a.agreement
+        if a.sources is not None:
+            row["sources"], row["citations"], row["abstained"] = a.sources, a.citations, a.abstained
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(run.path / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))

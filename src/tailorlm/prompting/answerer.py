@@ -29,6 +29,9 @@ class Answer:
     latency_s: float
     votes: dict[str, int] | None = None  # answer → count, for self-consistency
     agreement: float | None = None  # share of chains that gave the winning answer
+    sources: list[dict[str, Any]] | None = None  # RAG: the passages shown, numbered from 1
+    citations: list[dict[str, Any]] | None = None  # RAG: the shown passages the answer cites as [n]
+    abstained: bool = False  # RAG: the evidence was too weak, so the System said it does not know
 
 
 def build_requests(prompt: PromptSpec | None, inputs: Sequence[str], tokenizer: Any = None) -> list[list[Message]]:
@@ -131,3 +134,20 @@ def finalize(prompt: PromptSpec | None, samples: Sequence[Completion]) -> Answer
         votes=dict(result.distribution),
         agreement=result.agreement,
     )
+
+
+def abstention(system: Any) -> Answer:
+    """The answer a RAG System gives, without generating, when its best evidence is below ``min_score``."""
+    message = system.retriever.abstain_message
+    return Answer(text=message, raw=message, usage=Usage(), latency_s=0.0, abstained=True)
+
+
+def attach_sources(answer: Answer, context: Any) -> Answer:
+    """Add a RAG context's sources and the answer's citations; the scored text drops the [n] markers."""
+    from tailorlm.rag.answer import strip_citations
+
+    answer.sources = context.sources_json()
+    answer.citations = [c.as_json() for c in context.citations(answer.raw)]
+    if not answer.abstained:
+        answer.text = strip_citations(answer.text)
+    return answer

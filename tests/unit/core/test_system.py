@@ -27,7 +27,7 @@ def full_system(run_dir: Path) -> System:
             template="Question: {{ input }}\nAnswer:",
             few_shot=[{"input": "2+2?", "output": "4"}],  # type: ignore[list-item]
         ),
-        retriever=RetrieverSpec(index_path=str(run_dir / "artifacts" / "index"), top_k=3, reranker="bge"),  # type: ignore[call-arg]
+        retriever=RetrieverSpec(index=str(run_dir / "artifacts" / "index"), top_k=3, reranker="bge"),
         tools=[{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}],
         generation=GenerationParams(max_new_tokens=64, stop=["\n\n"]),
         parent="runs/base/artifacts/system.yaml",
@@ -55,15 +55,13 @@ def test_paths_inside_are_relative_on_disk_and_survive_a_move(tmp_path: Path) ->
     s.save(tmp_path / "run" / "artifacts")
     raw = yaml.safe_load((tmp_path / "run" / "artifacts" / "system.yaml").read_text())
     assert raw["adapters"][0]["path"] == "adapter"
-    assert raw["retriever"]["index_path"] == "index"
+    assert raw["retriever"]["index"] == "index"
     assert raw["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id stays as is
 
     shutil.move(tmp_path / "run", tmp_path / "moved")
     loaded = System.load(tmp_path / "moved" / "artifacts" / "system.yaml")
     assert loaded.adapters[0].path == str(tmp_path / "moved" / "artifacts" / "adapter")
-    assert loaded.retriever is not None and loaded.retriever.index_path == str(
-        tmp_path / "moved" / "artifacts" / "index"
-    )
+    assert loaded.retriever is not None and loaded.retriever.index == str(tmp_path / "moved" / "artifacts" / "index")
     assert Path(loaded.adapters[0].path).is_dir()
     # Paths are part of the fingerprint (another folder may hold other weights), so a move changes it.
     assert loaded.fingerprint() != s.fingerprint()
@@ -125,9 +123,10 @@ def test_template_must_use_input() -> None:
     assert PromptSpec(template="Q: {{input}}").template == "Q: {{input}}"
 
 
-def test_retriever_is_open_placeholder() -> None:
-    r = RetrieverSpec(store="pgvector", dsn="postgresql://x")  # type: ignore[call-arg]
-    assert r.model_dump()["dsn"] == "postgresql://x"
+def test_retriever_keeps_urls_and_rejects_unknown_keys() -> None:
+    assert RetrieverSpec(index="postgresql://u@h/db").index == "postgresql://u@h/db"
+    with pytest.raises(ValueError, match="top_kk"):
+        RetrieverSpec(index="idx", top_kk=3)  # type: ignore[call-arg]
 
 
 def test_fingerprint_is_stable_and_ignores_metadata(tmp_path: Path) -> None:

@@ -1,0 +1,76 @@
+"""Build the XQuAD-en RAG corpora and questions from ../shared/data/xquad (CC BY-SA 4.0, google-deepmind/xquad).
+
+Two layouts of the same text, for the same 1,190 questions:
+- ``paragraphs``: the 240 paragraphs as records of one JSONL file (the issue's target setting; gold = doc_ids);
+- ``articles``: the 48 articles as Markdown files (``# Title`` then the paragraphs), which the chunker must split;
+  gold = the answer's character span in the article, so a chunk counts only if it holds the answer.
+
+    python scripts/build_xquad_rag.py OUT_DIR [--xquad ../shared/data/xquad/xquad.en.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ATTRIBUTION = (
+    "Derived from XQuAD (English), https://github.com/google-deepmind/xquad, licensed CC BY-SA 4.0; "
+    "itself from SQuAD v1.1 (Rajpurkar et al., 2016). Text unchanged; files regrouped.\n"
+)
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
+
+
+def build(xquad: Path, out: Path) -> dict[str, int]:
+    data = json.loads(xquad.read_text(encoding="utf-8"))["data"]
+    (out / "paragraphs").mkdir(parents=True, exist_ok=True)
+    (out / "articles").mkdir(parents=True, exist_ok=True)
+    para_rows, q_para, q_art = [], [], []
+    for a_i, article in enumerate(data):
+        title = article["title"]
+        header = f"# {title}\n\n"
+        parts, offset = [], len(header)
+        name = f"{a_i:02d}-{slug(title)}.md"
+        for p_i, para in enumerate(article["paragraphs"]):
+            pid = f"a{a_i:02d}-p{p_i}"
+            context = para["context"]
+            para_rows.append({"id": pid, "title": title, "text": context})
+            for qa in para["qas"]:
+                answers = [x["text"] for x in qa["answers"]]
+                start = qa["answers"][0]["answer_start"]
+                end = start + len(qa["answers"][0]["text"])
+                base = {"id": qa["id"], "input": qa["question"], "reference": answers}
+                q_para.append({**base, "doc_ids": [f"paragraphs.jsonl#{pid}"]})
+                q_art.append({**base, "gold": [{"doc_id": name, "start": offset + start, "end": offset + end}]})
+                assert context[start:end] == qa["answers"][0]["text"]
+            parts.append(context)
+            offset += len(context) + 2
+        text = header + "\n\n".join(parts) + "\n"
+        (out / "articles" / name).write_text(text, encoding="utf-8")
+        for q in q_art[-sum(len(p["qas"]) for p in article["paragraphs"]) :]:
+            g = q["gold"][0]
+            assert q["reference"][0] == text[g["start"] : g["end"]], q["id"]
+    with open(out / "paragraphs" / "paragraphs.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in para_rows)
+    for name, rows in (("questions-paragraphs.jsonl", q_para), ("questions-articles.jsonl", q_art)):
+        with open(out / name, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    (out / "ATTRIBUTION.txt").write_text(ATTRIBUTION, encoding="utf-8")
+    return {"articles": len(data), "paragraphs": len(para_rows), "questions": len(q_para)}
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--xquad", type=Path, default=here.parent / "shared/data/xquad/xquad.en.json")
+    args = parser.parse_args()
+    print(json.dumps(build(args.xquad, args.out)))
+
+
+if __name__ == "__main__":
+    main()

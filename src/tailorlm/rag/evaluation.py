@@ -1,0 +1,158 @@
+"""Retrieval metrics (recall@k, MRR, nDCG@k against gold passages or answer spans) and answer-side RAG metrics
+(citation precision, abstention), each with a bootstrap CI like every other metric in tailorlm.
+
+Relevance of a retrieved chunk to a question, in order of precision:
+1. ``gold`` spans ``{"doc_id", "start", "end"}``: the chunk overlaps the answer's span in that document;
+2. ``doc_ids``: the chunk comes from a gold document;
+3. ``answers`` only: the chunk's text contains an answer string (normalized as in SQuAD).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tailorlm.errors import DataError
+from tailorlm.eval.metrics.qa import normalize_answer
+from tailorlm.eval.stats import bootstrap_ci
+from tailorlm.rag.retrieval import Retriever
+from tailorlm.rag.types import StoredChunk
+
+
+@dataclass
+class RetrievalQuery:
+    id: str
+    question: str
+    answers: list[str] = field(default_factory=list)
+    doc_ids: list[str] = field(default_factory=list)
+    gold: list[dict[str, Any]] = field(default_factory=list)
+
+    def relevant(self, chunk: StoredChunk) -> bool:
+        if self.gold:
+            return any(
+                g["doc_id"] == chunk.doc_id and chunk.start < int(g["end"]) and int(g["start"]) < chunk.end
+                for g in self.gold
+            )
+        if self.doc_ids:
+            return chunk.doc_id in self.doc_ids
+        text = f" {normalize_answer(chunk.text)} "
+        return any(f" {normalize_answer(a)} " in text for a in self.answers if normalize_answer(a))
+
+
+def load_queries(path: str | Path) -> list[RetrievalQuery]:
+    """JSONL: ``question`` (or ``input``), and at least one of ``gold``, ``doc_ids``, ``answers``/``reference``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"questions file not found: {path}")
+    out: list[RetrievalQuery] = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{line_no}: invalid JSON: {err.msg}") from err
+        question = row.get("question", row.get("input"))
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{path}:{line_no}: question: missing or empty (expected a 'question' string)")
+        answers = row.get("answers", row.get("reference", []))
+        answers = [answers] if isinstance(answers, str) else list(answers or [])
+        q = RetrievalQuery(
+            str(row.get("id", line_no)), question, answers, list(row.get("doc_ids", [])), list(row.get("gold", []))
+        )
+        if not (q.answers or q.doc_ids or q.gold):
+            raise DataError(f"{path}:{line_no}: gold: none of 'gold', 'doc_ids' or 'answers' is given")
+        out.append(q)
+    if not out:
+        raise DataError(f"{path}: no questions")
+    return out
+
+
+def _ndcg(rels: Sequence[bool], k: int) -> float:
+    dcg = sum(1.0 / math.log2(i + 2) for i, r in enumerate(rels[:k]) if r)
+    n_rel = min(sum(rels), k)  # relevant chunks we know of: those retrieved within the deepest cut
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(n_rel))
+    return dcg / ideal if ideal else 0.0
+
+
+def evaluate_retrieval(
+    retriever: Retriever,
+    queries: Sequence[RetrievalQuery],
+    ks: Sequence[int] = (1, 3, 5, 10),
+    *,
+    where: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Recall@k (a relevant chunk within the top k), MRR@max(k) and nDCG@k, with 95% bootstrap CIs."""
+    depth = max(ks)
+    per_query: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    iterator: Any = queries
+    if progress:
+        from rich.progress import track
+
+        iterator = track(queries, description="retrieval eval", transient=True)
+    for q in iterator:
+        t0 = time.perf_counter()
+        hits = retriever.retrieve(q.question, k=depth, where=where)
+        latencies.append(time.perf_counter() - t0)
+        rels = [q.relevant(h.chunk) for h in hits]
+        first = next((i + 1 for i, r in enumerate(rels) if r), None)
+        per_query.append(
+            {
+                "id": q.id,
+                "first_relevant_rank": first,
+                **{f"recall@{k}": float(first is not None and first <= k) for k in ks},
+                "mrr": 1.0 / first if first else 0.0,
+                **{f"ndcg@{k}": _ndcg(rels, k) for k in ks},
+            }
+        )
+    metrics = {}
+    for name in [*(f"recall@{k}" for k in ks), "mrr", *(f"ndcg@{k}" for k in ks)]:
+        ci = bootstrap_ci([p[name] for p in per_query])
+        metrics[name] = {"value": ci["mean"], "low": ci["low"], "high": ci["high"]}
+    lat = np.array(latencies) * 1000
+    return {
+        "n": len(queries),
+        "metrics": metrics,
+        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
+        "per_query": per_query,
+    }
+
+
+def citation_metrics(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """From eval predictions with ``sources``/``citations``: citation precision (the cited passage contains a
+    reference answer), the share of answers that cite anything, answer-in-context recall, and abstention rate."""
+    precision, cites, context_recall, abstained = [], [], [], []
+    for p in predictions:
+        refs = p.get("reference")
+        refs = [refs] if isinstance(refs, str) else list(refs or [])
+        norm_refs = [f" {normalize_answer(r)} " for r in refs if normalize_answer(r)]
+        sources = {s["n"]: f" {normalize_answer(s['text'])} " for s in p.get("sources") or []}
+        abstained.append(float(bool(p.get("abstained"))))
+        if norm_refs:
+            context_recall.append(float(any(r in t for t in sources.values() for r in norm_refs)))
+        cited = [c["n"] for c in p.get("citations") or []]
+        cites.append(float(bool(cited)))
+        if cited and norm_refs:
+            precision.extend(float(any(r in sources.get(n, "") for r in norm_refs)) for n in cited)
+
+    def ci(values: list[float]) -> dict[str, Any]:
+        if not values:
+            return {"value": None, "low": None, "high": None, "n": 0}
+        b = bootstrap_ci(values)
+        return {"value": b["mean"], "low": b["low"], "high": b["high"], "n": len(values)}
+
+    return {
+        "citation_precision": ci(precision),
+        "answers_with_citations": ci(cites),
+        "answer_in_context": ci(context_recall),
+        "abstention_rate": ci(abstained),
+    }
