@@ -126,8 +126,9 @@ def main() -> None:
     o_rate = runs_o[0]["chars"] / 1000 / o_s
     for name, runs, rate in (("baseline", runs_b, b_rate), ("ours", runs_o, o_rate)):
         r = runs[0]
+        median_s = statistics.median(x["seconds"] for x in runs)
         print(
-            f"{name:8s} {r['chunks']:4d} chunks, {r['chars']} chars, median {statistics.median(x['seconds'] for x in runs):.2f} s"
+            f"{name:8s} {r['chunks']:4d} chunks, {r['chars']} chars, median {median_s:.2f} s"
             f" → {rate:.1f} 1k-char chunks/s, recall@5 {r['recall@5']:.4f}",
             file=sys.stderr,
         )

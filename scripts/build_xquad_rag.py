@@ -6,6 +6,7 @@ Two layouts of the same text, for the same 1,190 questions:
   gold = the answer's character span in the article, so a chunk counts only if it holds the answer.
 
     python scripts/build_xquad_rag.py OUT_DIR [--xquad ../shared/data/xquad/xquad.en.json]
+    python scripts/build_xquad_rag.py --example examples/xquad-rag   # the bundled example task
 """
 
 from __future__ import annotations
@@ -63,13 +64,39 @@ def build(xquad: Path, out: Path) -> dict[str, int]:
     return {"articles": len(data), "paragraphs": len(para_rows), "questions": len(q_para)}
 
 
+def build_example(xquad: Path, out: Path, n_eval: int = 200, seed: int = 0) -> dict[str, int]:
+    """The bundled task: all 240 paragraphs as documents, ``n_eval`` questions drawn evenly from all articles."""
+    import random
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = build(xquad, Path(tmp))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "docs").mkdir(exist_ok=True)
+        shutil.copy(Path(tmp) / "paragraphs" / "paragraphs.jsonl", out / "docs" / "paragraphs.jsonl")
+        rows = [json.loads(x) for x in (Path(tmp) / "questions-paragraphs.jsonl").read_text().splitlines()]
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(len(rows)), n_eval))
+    with open(out / "eval.jsonl", "w", encoding="utf-8") as f:
+        for i in chosen:
+            f.write(json.dumps(rows[i], ensure_ascii=False) + "\n")
+    return {**counts, "eval": n_eval}
+
+
 def main() -> None:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path)
+    parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("--example", type=Path, help="Write the bundled example task folder here instead.")
     parser.add_argument("--xquad", type=Path, default=here.parent / "shared/data/xquad/xquad.en.json")
     args = parser.parse_args()
-    print(json.dumps(build(args.xquad, args.out)))
+    if args.example:
+        print(json.dumps(build_example(args.xquad, args.example)))
+    elif args.out:
+        print(json.dumps(build(args.xquad, args.out)))
+    else:
+        parser.error("give OUT_DIR or --example DIR")
 
 
 if __name__ == "__main__":

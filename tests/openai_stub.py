@@ -232,6 +232,9 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 data = [{"id": m, "object": "model", "created": 0, "owned_by": "stub"} for m in stub.models]
                 self._send_json(200, {"object": "list", "data": data})
                 return
+            if method == "POST" and path == "/v1/embeddings" and isinstance(body, dict):
+                self._send_json(200, _embeddings(body))
+                return
             if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
                 self._send_json(404, _error(f"no route {method} {path}", "invalid_request_error"))
                 return
@@ -255,6 +258,26 @@ def _make_handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, _response(stub, body, chat))
 
     return Handler
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic 8-d bag-of-letters vectors: texts sharing letters are close, as real embeddings would be."""
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else list(texts or [])
+    data = []
+    for i, text in enumerate(texts):
+        vec = [0.0] * 8
+        for ch in str(text).lower():
+            if ch.isalpha():
+                vec[(ord(ch) - 97) % 8] += 1.0
+        data.append({"object": "embedding", "index": i, "embedding": vec})
+    tokens = sum(len(_tokens(str(t))) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -42,6 +42,7 @@ def ingest_cmd(
     sync: bool = typer.Option(False, "--sync", help="Remove indexed documents that are no longer under PATH."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any file could not be read."),
     text_field: str = typer.Option("text", "--text-field", help="JSONL/CSV: the field holding the text."),
+    id_field: str = typer.Option(None, "--id-field", help="JSONL/CSV: field with a stable record id (required)."),
     metadata_field: list[str] = typer.Option(None, "--metadata-field", help="JSONL/CSV: fields kept as metadata."),
     embedder: str = typer.Option(None, "--embedder", help="'default', a sentence-transformers folder, openai:MODEL."),
     backend: str = typer.Option(None, "--backend", help="Embedding backend: auto, onnx-int8, onnx, torch."),
@@ -68,6 +69,8 @@ def ingest_cmd(
             config.chunking.overlap_tokens = chunk_overlap
         config = IndexConfig.model_validate(config.model_dump())
     opts = ReaderOptions(text_field=text_field, metadata_fields=metadata_field or None)
+    if id_field is not None:
+        opts.id_field, opts.id_required = id_field, True
     if include:
         opts.include = list(include)
     if exclude:

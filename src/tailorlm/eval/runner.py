@@ -146,7 +146,10 @@ def evaluate(
             from tailorlm.models.load import load_tokenizer
 
             tokenizer = load_tokenizer(system.model)
-        rag = RagAnswerer(system, tokenizer=tokenizer, answer_tokens=task.generation.max_new_tokens).prepare(inputs)
+        queries = [str(ex.record.get("input") or ex.text) for ex in examples]
+        rag = RagAnswerer(system, tokenizer=tokenizer, answer_tokens=task.generation.max_new_tokens).prepare(
+            inputs, queries
+        )
         inputs = [c.input or c.question for c in rag]
     requests = build_requests(system.prompt, inputs, tokenizer)
     n_samples, params = sampling_plan(system.prompt, task.generation)

@@ -81,8 +81,10 @@ def defuse(text: str) -> str:
 
 def format_source(n: int, hit: Hit) -> str:
     c = hit.chunk
-    title = c.title.replace('"', "'")
-    where = f' section="{c.heading}"' if c.heading else ""
+    # Title and section come from the document too (a Markdown heading, a JSONL title field): as untrusted as
+    # its text, so they are defused and kept on one line inside their quotes.
+    title, heading = (" ".join(defuse(s).replace('"', "'").split()) for s in (c.title, c.heading))
+    where = f' section="{heading}"' if heading else ""
     return f'<source id="{n}" title="{title}"{where}>\n{defuse(c.text).strip()}\n</source>'
 
 
@@ -149,10 +151,13 @@ class RagAnswerer:
             return max(1, len(text) // _CHARS_PER_TOKEN)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prepare(self, questions: Sequence[str]) -> list[RagContext]:
+    def prepare(self, questions: Sequence[str], queries: Sequence[str] | None = None) -> list[RagContext]:
+        """Sources for each question. ``queries`` (default: the questions) are what is searched: the raw
+        question, when the task's input template wraps it in instructions that would only add noise."""
         out = []
-        for q in questions:
-            hits = self.retriever.retrieve(q, where=self.spec.where or None)
+        for i, q in enumerate(questions):
+            query = queries[i] if queries is not None else q
+            hits = self.retriever.retrieve(query, where=self.spec.where or None)
             ctx = RagContext(question=q, hits=hits)
             best = max((h.scores.get("dense", float("inf")) for h in hits), default=float("-inf"))
             if not hits or (self.spec.min_score is not None and best < self.spec.min_score):

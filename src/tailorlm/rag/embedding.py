@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import Field
@@ -107,9 +107,18 @@ class OnnxEmbedder:
         pooling = read_pooling(st_folder)
         self.cls_pooling = bool(pooling.get("pooling_mode_cls_token"))
         path = onnx_model_path(self.local.encoder_folder, int8=int8)
+        # Several single-threaded sessions working on different batches scale better than one session splitting
+        # each small matrix product across cores (sentences make small batches). Up to 4 sessions, then threads.
+        cores = os.cpu_count() or 1
+        n_sessions = min(cores, 4)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        options.intra_op_num_threads = max(1, cores // n_sessions)
+        options.inter_op_num_threads = 1
+        self.sessions = [
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for _ in range(n_sessions)
+        ]
+        self.session = self.sessions[0]
+        self._executor: Any = None
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dim = int(self.session.get_outputs()[0].shape[-1] or 0) or self._probe_dim()
         self.identity = f"onnx{'-int8' if int8 else ''}:{st_folder.name}:{path.parent.name}"
@@ -117,23 +126,48 @@ class OnnxEmbedder:
     def _probe_dim(self) -> int:
         return int(self._run(["probe"]).shape[1])
 
-    def _run(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         enc = self.local.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.local.max_length, return_tensors="np"
         )
         feeds = {k: enc[k].astype(np.int64) for k in self.inputs if k in enc}
         if "token_type_ids" in self.inputs and "token_type_ids" not in feeds:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
-        hidden = self.session.run(None, feeds)[0]
+        feeds["attention_mask"] = enc["attention_mask"].astype(np.int64)
+        return feeds
+
+    def _forward(self, feeds: dict[str, np.ndarray], session: Any) -> np.ndarray:
+        mask = feeds["attention_mask"]
+        hidden = session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
         if self.cls_pooling:
             return _normalize(hidden[:, 0])
-        mask = enc["attention_mask"][..., None].astype(np.float32)
-        return _normalize((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9))
+        m = mask[..., None].astype(np.float32)
+        return _normalize((hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9))
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        return self._forward(self._encode(texts), self.session)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
-        for idx in self.local.batches(texts, self.config.batch_size, self.config.max_tokens_per_batch):
-            out[idx] = self._run([texts[i] for i in idx])
+        batches = self.local.batches(texts, self.config.batch_size, self.config.max_tokens_per_batch)
+        # Tokenized here, in one thread: a fast tokenizer shared across threads can fail with "Already borrowed".
+        encoded = [self._encode([texts[i] for i in idx]) for idx in batches]
+        if len(self.sessions) == 1 or len(batches) == 1:
+            for idx, feeds in zip(batches, encoded, strict=True):
+                out[idx] = self._forward(feeds, self.session)
+            return out
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tailor-embed")
+        n = len(self.sessions)
+
+        def work(j: int) -> None:
+            # Session j takes batches j, j+n, j+2n…: longest first, so every session gets a similar share.
+            for idx, feeds in zip(batches[j::n], encoded[j::n], strict=True):
+                out[idx] = self._forward(feeds, self.sessions[j])
+
+        list(self._executor.map(work, range(n)))
         return out
 
 

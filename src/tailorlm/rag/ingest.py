@@ -118,6 +118,8 @@ def ingest(
     report = IngestReport()
     start = time.perf_counter()
     existing = index.store.document_hashes()
+    sources = index.store.document_sources()
+    root = Path(path).resolve()
     seen: set[str] = set()
     pending: list[tuple[Document, list[Chunk]]] = []
     pending_chunks = 0
@@ -143,6 +145,18 @@ def ingest(
                 report.problems.append(item)
                 bar.problem(item)
                 continue
+            other = sources.get(item.doc_id)
+            if other is not None and other != item.source:
+                # doc_ids are paths relative to the ingested folder: the same relative path under another
+                # folder would silently replace that document.
+                report.problems.append(
+                    ReadProblem(
+                        item.source,
+                        f"doc_id '{item.doc_id}' is already taken by {other}; ingest both from a common parent folder",
+                    )
+                )
+                bar.problem(report.problems[-1])
+                continue
             seen.add(item.doc_id)
             if existing.get(item.doc_id) == item.hash:
                 report.unchanged += 1
@@ -160,7 +174,8 @@ def ingest(
                 flush()
         flush()
         if sync:
-            gone = sorted(set(existing) - seen)
+            # Only documents read from under PATH can be gone from it; other folders' documents stay.
+            gone = sorted(d for d in set(existing) - seen if _under(sources.get(d, ""), root))
             if gone:
                 index.store.delete_documents(gone)
                 report.deleted = len(gone)
@@ -233,3 +248,11 @@ def _walk(path: Path) -> Iterator[Path]:
     for p in path.rglob("*"):
         if not any(part.startswith(".") for part in p.relative_to(path).parts):
             yield p
+
+
+def _under(source: str, root: Path) -> bool:
+    try:
+        p = Path(source).resolve()
+    except (OSError, ValueError):
+        return False
+    return p == root or root in p.parents

@@ -80,8 +80,11 @@ class ReaderOptions:
     """JSONL/JSON/CSV: the field holding the text."""
     title_field: str | None = "title"
     """JSONL/JSON/CSV: the optional field holding the title (the ``doc_id`` when absent)."""
-    id_field: str | None = None
-    """JSONL/JSON/CSV: the field with a stable record id. Default: the 1-based line (item, for a JSON array)."""
+    id_field: str | None = "id"
+    """JSONL/JSON/CSV: the field with a stable record id. Records without it get their 1-based line (item, for a
+    JSON array) unless ``id_required``. A stable id keeps doc_ids (and gold labels) valid when rows move."""
+    id_required: bool = False
+    """Treat a record without ``id_field`` as a problem instead of numbering it."""
     metadata_fields: list[str] | None = None
     """JSONL/JSON/CSV: fields copied into metadata. ``None`` copies every other scalar field."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -438,9 +441,10 @@ def _record_document(
     record_id = str(number)
     if options.id_field is not None:
         raw_id = value.get(options.id_field)
-        if raw_id is None or str(raw_id).strip() == "":
+        if raw_id is not None and str(raw_id).strip() != "":
+            record_id = str(raw_id).strip()
+        elif options.id_required:
             return problem(f"missing field '{options.id_field}'")
-        record_id = str(raw_id).strip()
     if record_id in seen:  # two documents with one doc_id would overwrite each other in the store
         return problem(f"duplicate id '{record_id}' (first at {where} {seen[record_id]})")
     seen[record_id] = number

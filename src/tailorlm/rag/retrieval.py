@@ -15,6 +15,7 @@ The default (hybrid) path, and why (figures in docs/rag.md):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -78,6 +79,7 @@ class Retriever:
         self.embed = embed
         self.config = config or RetrievalConfig()
         self.reranker = reranker
+        self._executor: ThreadPoolExecutor | None = None
 
     def retrieve(
         self, query: str, *, k: int | None = None, where: Filter | None = None, **overrides: Any
@@ -85,9 +87,12 @@ class Retriever:
         cfg = self.config.model_copy(update=overrides) if overrides else self.config
         k = k or cfg.top_k
         n = max(cfg.candidates, k)
+        # The full-text search runs in a thread while the query is embedded and the dense search runs: both
+        # stores do their work outside the GIL, so the two sides overlap instead of adding up.
+        pending = self._pool().submit(self.store.lexical_search, query, n, where) if cfg.mode != "dense" else None
         qvec = self.embed([query])[0] if cfg.mode != "lexical" else None
         dense = self.store.dense_search(qvec, n, where) if qvec is not None else []
-        lexical = self.store.lexical_search(query, n, where) if cfg.mode != "dense" else []
+        lexical = pending.result() if pending is not None else []
         hits = self._fuse(cfg, qvec, dense, lexical, n)
         if self.reranker is not None and hits:
             hits = self._rerank(query, hits[: cfg.rerank_top]) + hits[cfg.rerank_top :]
@@ -97,6 +102,11 @@ class Retriever:
         for i, h in enumerate(hits, 1):
             h.rank = i
         return hits
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailor-lexical")
+        return self._executor
 
     def _fuse(
         self,

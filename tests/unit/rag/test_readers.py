@@ -172,12 +172,20 @@ def test_jsonl_records_metadata_and_bad_lines(tmp_path: Path) -> None:
 def test_jsonl_id_field_and_selected_metadata(tmp_path: Path) -> None:
     rows = [{"id": "k1", "body": "one", "a": 1, "b": 2}, {"id": "k1", "body": "dup"}, {"body": "no id"}]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    docs, problems = _read(tmp_path, text_field="body", id_field="id", metadata_fields=["b", "missing"])
+    docs, problems = _read(
+        tmp_path, text_field="body", id_field="id", id_required=True, metadata_fields=["b", "missing"]
+    )
     assert [(d.doc_id, d.metadata) for d in docs] == [("r.jsonl#k1", {"b": 2, "path": "r.jsonl", "format": "jsonl"})]
     assert [(p.line, p.message) for p in problems] == [
         (2, "duplicate id 'k1' (first at line 1)"),
         (3, "missing field 'id'"),
     ]
+
+
+def test_the_id_field_is_used_when_present_and_lines_number_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text('{"id": "a", "text": "one"}\n{"text": "two"}\n')
+    docs, problems = _read(tmp_path)
+    assert [d.doc_id for d in docs] == ["r.jsonl#a", "r.jsonl#2"] and problems == []
 
 
 def test_json_array_uses_item_numbers(tmp_path: Path) -> None:

@@ -27,6 +27,10 @@ class Store(Protocol):
         """doc_id → content hash for every fully indexed document."""
         ...
 
+    def document_sources(self) -> dict[str, str]:
+        """doc_id → source (the file path a document was read from) for every fully indexed document."""
+        ...
+
     def replace_documents(self, docs: Sequence[Document], chunks: Sequence[StoredChunk]) -> None:
         """Insert or replace these documents and their chunks (``chunks`` holds all chunks of all ``docs``)."""
         ...

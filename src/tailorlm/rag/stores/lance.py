@@ -185,10 +185,11 @@ class LanceStore:
     # -- records ---------------------------------------------------------------------------------------------
 
     def _load_records(self) -> None:
-        rows = self._documents.search().select(["doc_id", "hash", "write_id"]).limit(None).to_arrow()
+        rows = self._documents.search().select(["doc_id", "hash", "write_id", "source"]).limit(None).to_arrow()
         ids = rows.column("doc_id").to_pylist()
         self._write_ids = dict(zip(ids, rows.column("write_id").to_pylist(), strict=True))
         self._hashes = dict(zip(ids, rows.column("hash").to_pylist(), strict=True))
+        self._sources = dict(zip(ids, rows.column("source").to_pylist(), strict=True))
 
     def _write_records(self, docs: Sequence[Document], write_id: str) -> None:
         """Commit the records of ``docs``: the moment their new chunks become visible (one merge_insert commit)."""
@@ -210,9 +211,13 @@ class LanceStore:
         for d in docs:
             self._write_ids[d.doc_id] = write_id
             self._hashes[d.doc_id] = d.hash
+            self._sources[d.doc_id] = d.source
 
     def document_hashes(self) -> dict[str, str]:
         return dict(self._hashes)
+
+    def document_sources(self) -> dict[str, str]:
+        return dict(self._sources)
 
     # -- writes ----------------------------------------------------------------------------------------------
 

@@ -137,6 +137,10 @@ class PgVectorStore:
         rows = self._conn.execute(sql.SQL("SELECT doc_id, hash FROM {}").format(self._docs)).fetchall()
         return dict(rows)
 
+    def document_sources(self) -> dict[str, str]:
+        rows = self._conn.execute(sql.SQL("SELECT doc_id, source FROM {}").format(self._docs)).fetchall()
+        return dict(rows)
+
     def replace_documents(self, docs: Sequence[Document], chunks: Sequence[StoredChunk]) -> None:
         if not docs:
             return
