@@ -36,7 +36,12 @@ class EmbedderConfig(StrictModel):
     backend: Backend = Field("auto", description="auto = int8 ONNX for BERT-style encoders, else torch.")
     base_url: str | None = Field(None, description="Endpoint for openai:MODEL (default: $OPENAI_BASE_URL).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
-    batch_size: int = Field(64, ge=1, description="Texts per forward pass (sorted by length to cut padding).")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Texts per forward pass, sorted by length. Default per backend: 8 for ONNX (small batches of "
+        "similar length pad least; fastest on CPU), 32 for torch, 64 per request for an endpoint.",
+    )
     max_tokens_per_batch: int = Field(8192, ge=64, description="Token budget per batch, for long texts.")
     cache: bool = Field(True, description="Reuse vectors of texts embedded before (keyed by model and text).")
 
@@ -126,8 +131,8 @@ class OnnxEmbedder:
     def _probe_dim(self) -> int:
         return int(self._run(["probe"]).shape[1])
 
-    def _encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        enc = self.local.tokenizer(
+    def _encode(self, texts: Sequence[str], tokenizer: Any = None) -> dict[str, np.ndarray]:
+        enc = (tokenizer or self.local.tokenizer)(
             list(texts), padding=True, truncation=True, max_length=self.local.max_length, return_tensors="np"
         )
         feeds = {k: enc[k].astype(np.int64) for k in self.inputs if k in enc}
@@ -149,23 +154,26 @@ class OnnxEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
-        batches = self.local.batches(texts, self.config.batch_size, self.config.max_tokens_per_batch)
-        # Tokenized here, in one thread: a fast tokenizer shared across threads can fail with "Already borrowed".
-        encoded = [self._encode([texts[i] for i in idx]) for idx in batches]
+        batches = self.local.batches(texts, self.config.batch_size or 8, self.config.max_tokens_per_batch)
         if len(self.sessions) == 1 or len(batches) == 1:
-            for idx, feeds in zip(batches, encoded, strict=True):
-                out[idx] = self._forward(feeds, self.session)
+            for idx in batches:
+                out[idx] = self._forward(self._encode([texts[i] for i in idx]), self.session)
             return out
         if self._executor is None:
+            import copy
             from concurrent.futures import ThreadPoolExecutor
 
             self._executor = ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tailor-embed")
+            # One tokenizer per worker: a fast tokenizer shared across threads can fail with "Already borrowed".
+            self._tokenizers = [self.local.tokenizer] + [
+                copy.deepcopy(self.local.tokenizer) for _ in self.sessions[1:]
+            ]
         n = len(self.sessions)
 
         def work(j: int) -> None:
-            # Session j takes batches j, j+n, j+2n…: longest first, so every session gets a similar share.
-            for idx, feeds in zip(batches[j::n], encoded[j::n], strict=True):
-                out[idx] = self._forward(feeds, self.sessions[j])
+            # Worker j tokenizes and runs batches j, j+n, j+2n…: longest first, so each gets a similar share.
+            for idx in batches[j::n]:
+                out[idx] = self._forward(self._encode([texts[i] for i in idx], self._tokenizers[j]), self.sessions[j])
 
         list(self._executor.map(work, range(n)))
         return out
@@ -188,7 +196,7 @@ class TorchEmbedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         v = self.model.encode(
-            list(texts), batch_size=self.config.batch_size, normalize_embeddings=True, show_progress_bar=False
+            list(texts), batch_size=self.config.batch_size or 32, normalize_embeddings=True, show_progress_bar=False
         )
         return np.asarray(v, dtype=np.float32)
 
@@ -212,10 +220,9 @@ class OpenAIEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         rows: list[list[float]] = []
-        for start in range(0, len(texts), self.config.batch_size):
-            resp = self.client.embeddings.create(
-                model=self.model, input=list(texts[start : start + self.config.batch_size])
-            )
+        size = self.config.batch_size or 64
+        for start in range(0, len(texts), size):
+            resp = self.client.embeddings.create(model=self.model, input=list(texts[start : start + size]))
             rows.extend(d.embedding for d in sorted(resp.data, key=lambda d: d.index))
         return _normalize(np.array(rows, dtype=np.float32).reshape(len(texts), -1))
 

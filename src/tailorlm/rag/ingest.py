@@ -74,11 +74,17 @@ def embed_batch(
             if contextual:
                 # A sentence alone often lacks its subject ("It was founded in 1850"); the title and section
                 # give it back, for a few tokens each.
-                prefix = " > ".join(x for x in (doc.title, c.heading) if x)
+                prefix = _context_prefix(doc.title, c.heading)
                 sents = [f"{prefix}: {x}" if prefix else x for x in sents]
             spans.append((len(texts), len(texts) + len(sents)))
             texts.extend(sents)
-    vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+    # Overlapping chunks repeat their boundary sentences: embed each distinct text once.
+    unique = list(dict.fromkeys(texts))
+    position = {t: i for i, t in enumerate(unique)}
+    if unique:
+        vectors = embedder.embed(unique)[[position[t] for t in texts]]
+    else:
+        vectors = np.zeros((0, embedder.dim), np.float32)
     out: list[StoredChunk] = []
     i = 0
     for doc, chunks in items:
@@ -256,3 +262,10 @@ def _under(source: str, root: Path) -> bool:
     except (OSError, ValueError):
         return False
     return p == root or root in p.parents
+
+
+def _context_prefix(title: str, heading: str) -> str:
+    """ "Title > Section" for a sentence; a Markdown title is usually also the top heading, so it is said once."""
+    parts = [title] if title else []
+    parts += [h for h in heading.split(" > ") if h and h != title] if heading else []
+    return " > ".join(parts)

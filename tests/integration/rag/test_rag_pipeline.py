@@ -476,6 +476,14 @@ def test_retrieval_eval(corpus: Corpus, tmp_path: Path) -> None:
     assert out["latency_ms"]["p50"] > 0
 
 
+def test_calibrate_suggests_a_threshold_between_on_and_off_topic(lance_corpus: Corpus, tmp_path: Path) -> None:
+    questions = write_questions(tmp_path / "questions.jsonl", QUESTIONS)
+    out = cli_json("rag", "calibrate", str(questions), "--index", lance_corpus.location, "--keep", "0.9")
+    assert {"min_score", "off_topic_abstained", "answerable_p50", "off_topic_p50"} <= set(out)
+    assert out["answerable_p50"] > out["off_topic_p50"]  # on-topic questions match a sentence better
+    assert out["min_score"] <= out["answerable_p50"]
+
+
 # --- 6. a RAG System end to end ------------------------------------------------------------------------------
 
 
