@@ -18,6 +18,29 @@ app = typer.Typer(
 )
 
 INDEX_HELP = "Index: a directory (LanceDB, created if missing) or a postgresql:// URL (pgvector)."
+OPTION_HELP = "Retrieval option KEY=VALUE (repeatable): dense_weight, lexical_weight, fusion, candidates, maxsim, …"
+
+
+def _retrieval_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``-o dense_weight=0.7 -o fusion=rrf`` → validated RetrievalConfig overrides (unknown keys are errors)."""
+    from pydantic import ValidationError
+
+    from tailorlm.core.config import parse_override
+    from tailorlm.rag.retrieval import RetrievalConfig
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        parts, value = parse_override(item)
+        out[".".join(parts)] = value
+    try:
+        RetrievalConfig.model_validate(out)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(
+            f"-o {key}: {first['msg']}", hint=f"retrieval options: {', '.join(RetrievalConfig.model_fields)}"
+        ) from err
+    return out
 
 
 def _where(items: list[str] | None) -> dict[str, Any] | None:
@@ -104,13 +127,14 @@ def query_cmd(
     where: list[str] = typer.Option(None, "--where", help="Metadata filter FIELD=VALUE[,VALUE] (repeatable)."),
     mmr: float = typer.Option(None, "--mmr", help="Diversify with MMR; lambda in [0, 1] (1 = relevance only)."),
     reranker: str = typer.Option(None, "--reranker", help="A CrossEncoder folder to rerank with."),
+    option: list[str] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON (scores, spans, metadata)."),
 ) -> None:
     """Retrieve passages for a question."""
     from tailorlm.rag.index import Index
 
+    overrides = _retrieval_overrides(option)
     idx = Index.open(index)
-    overrides: dict[str, Any] = {}
     if mode:
         overrides["mode"] = mode
     if mmr is not None:
@@ -142,6 +166,7 @@ def eval_cmd(
     k: list[int] = typer.Option(None, "--k", "-k", help="Cut-offs for recall@k and nDCG@k (repeatable)."),
     mode: str = typer.Option(None, "--mode", help="hybrid (default), dense or lexical."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N questions."),
+    option: list[str] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     out: Path = typer.Option(None, "--out", help="Write metrics and per-question results here (JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
@@ -154,10 +179,11 @@ def eval_cmd(
     from tailorlm.rag.index import Index
 
     queries = load_queries(questions)[:limit] if limit else load_queries(questions)
+    overrides = _retrieval_overrides(option) | ({"mode": mode} if mode else {})
     idx = Index.open(index)
     try:
         result = evaluate_retrieval(
-            idx.retriever(**({"mode": mode} if mode else {})), queries, tuple(k or (1, 3, 5, 10)), progress=not as_json
+            idx.retriever(**overrides), queries, tuple(k or (1, 3, 5, 10)), progress=not as_json
         )
     finally:
         idx.close()

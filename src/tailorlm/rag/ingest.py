@@ -242,10 +242,14 @@ class _progress:
 
 
 def _count_files(path: Path) -> int | None:
+    """Files the readers will open (by suffix), for the bar's total; the globs may skip a few more."""
+    from tailorlm.rag.readers import supported_suffixes
+
     if path.is_file():
         return 1
+    suffixes = set(supported_suffixes())
     try:
-        return sum(1 for p in _walk(path) if p.is_file())
+        return sum(1 for p in _walk(path) if p.is_file() and p.suffix.lower() in suffixes)
     except OSError:
         return None
 

@@ -493,6 +493,21 @@ def _rag_system(lance_corpus: Corpus, tiny_model_dir: Path, out: Path, *extra: s
     return out / "system.yaml"
 
 
+def test_rag_system_chat_retrieves_each_turn_and_can_abstain(
+    lance_corpus: Corpus, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    path = _rag_system(lance_corpus, tiny_model_dir, tmp_path / "sys")
+    question = QUESTIONS[1]["question"]
+    result = CliRunner().invoke(
+        app, ["chat", "--system", str(path), "--max-tokens", "4"], input=f"{question}\n{question}\n/exit\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("assistant>") == 2
+    strict = _rag_system(lance_corpus, tiny_model_dir, tmp_path / "strict", "--min-score", "0.99")
+    result = CliRunner().invoke(app, ["chat", "--system", str(strict)], input=f"{question}\n/exit\n")
+    assert result.exit_code == 0 and "I don't know" in result.output
+
+
 def _write_task(folder: Path) -> Task:
     rows = [{"question": q["question"], "answer": q["answers"]} for q in QUESTIONS[:3]]
     (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
