@@ -35,6 +35,7 @@ class IndexConfig(StrictModel):
         return {
             "embedder": self.embedder.model_dump(exclude={"batch_size", "max_tokens_per_batch", "cache"}),
             "chunking": self.chunking.model_dump(),
+            "contextual": self.contextual,
         }
 
 
@@ -73,9 +74,11 @@ class Index:
         else:
             config = config.model_copy(update={"retrieval": config.retrieval}) if config else stored
         embedder = build_embedder(config.embedder)
-        store = open_store(_store_location(location), embedder.dim)
         if stored is None:
-            _write_config(location, config, store)
+            # Config first: a crash before the store exists leaves an empty index that opens fine, never a store
+            # without the config that says how it was embedded.
+            _write_config(location, config)
+        store = open_store(_store_location(location), embedder.dim)
         return cls(location, config, store, embedder)
 
     def retriever(self, config: RetrievalConfig | None = None, **overrides: Any) -> Retriever:
@@ -107,7 +110,7 @@ def _read_config(location: str) -> IndexConfig | None:
     return load_config(IndexConfig, path)
 
 
-def _write_config(location: str, config: IndexConfig, store: Store) -> None:
+def _write_config(location: str, config: IndexConfig) -> None:
     from tailorlm.core.io import atomic_write_yaml
 
     data = config.model_dump(mode="json")
