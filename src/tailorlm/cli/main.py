@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tailorlm import __version__
-from tailorlm.cli import data, demo, generate, prompt, rag, report, runs
+from tailorlm.cli import data, demo, generate, prompt, rag, report, runs, train
 from tailorlm.cli import eval as eval_cli
 from tailorlm.cli._common import TailorGroup
 
@@ -27,6 +27,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(prompt.app, name="prompt")
 app.add_typer(rag.app, name="rag")
+app.add_typer(train.app, name="train")
 
 
 def _version(value: bool) -> None:

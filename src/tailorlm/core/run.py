@@ -137,6 +137,27 @@ class Run:
         run._open()
         return run
 
+    @classmethod
+    def reopen(cls, path: str | Path) -> Run:
+        """Open an existing run directory again (``--resume``): running again, owned by this process."""
+        path = Path(path)
+        meta = _read_json(path / "run.json")
+        if not isinstance(meta, dict) or "id" not in meta:
+            raise RunError(f"{path} is not a run directory (no readable run.json)")
+        meta.update(
+            status="running",
+            finished_at=None,
+            error=None,
+            pid=os.getpid(),
+            pid_started_at=psutil.Process().create_time(),
+            hostname=hostname(),
+        )
+        meta.setdefault("resumed_at", []).append(_now().isoformat())
+        run = cls(path, meta)
+        run._save()
+        run._open()
+        return run
+
     def _open(self) -> None:
         handler = logging.FileHandler(self.path / "logs" / "run.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -1,0 +1,103 @@
+"""`tailor train sft`: fine-tune a model (any parameter strategy) from a YAML recipe; the result is a System."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tailorlm.cli._common import console, err_console
+from tailorlm.core.config import load_config
+from tailorlm.core.run import Run
+from tailorlm.errors import ConfigError
+
+app = typer.Typer(help="Train: supervised fine-tuning (full, freeze, LoRA family, IA3, prompt/prefix).")
+
+
+def _progress_callback(progress: Progress) -> Any:
+    """A TrainerCallback that moves a Rich bar: steps done of max_steps, the latest loss, and the ETA."""
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        task: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.task = progress.add_task("training", total=state.max_steps, completed=state.global_step, loss="")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            logs = logs or {}
+            shown = [f"{k} {logs[k]:.4f}" for k in ("loss", "eval_loss") if isinstance(logs.get(k), int | float)]
+            if shown and self.task is not None:
+                progress.update(self.task, loss=" · ".join(shown))
+
+    return RichProgress()
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "–"
+
+
+@app.command("sft")
+def sft(
+    recipe: str = typer.Argument(None, help="Recipe YAML (optional with --resume: the run's config.yaml is used)."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. training.max_steps=10."),
+    resume: Path = typer.Option(None, "--resume", help="Run directory to continue from its latest checkpoint."),
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where new run directories are created."),
+) -> None:
+    """Supervised fine-tuning from RECIPE.yaml; prints the table of results and the System's path."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from tailorlm.train.sft import SFTRecipe, fit
+
+    overrides = list(overrides or [])
+    # With --resume the recipe may be left out, and the first positional argument is then an override.
+    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
+        overrides.insert(0, recipe)
+        recipe = None
+    if recipe is None and resume is None:
+        raise ConfigError("give a recipe YAML (or --resume RUN_DIR)", hint="see recipes/sft-lora.yaml")
+    source = Path(recipe) if recipe else resume / "config.yaml"
+    cfg = load_config(SFTRecipe, source, overrides)
+
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    if resume is not None:
+        run = Run.reopen(resume)
+    else:
+        run = Run.create(cfg.name, root=runs_root, config=cfg, seed=cfg.training.seed, parent=cfg.system, kind="sft")
+    with run, progress:
+        fit(cfg, run, resume=resume is not None, callbacks=[_progress_callback(progress)])
+
+    m = json.loads((run.path / "metrics.json").read_text(encoding="utf-8"))
+    table = Table(title=f"sft · {escape(cfg.strategy.method)} · run {escape(run.id)}")
+    for column in ("steps", "train loss", "eval loss", "tokens/s", "peak RSS MB", "System"):
+        table.add_column(column, overflow="fold")
+    table.add_row(
+        str(m.get("steps")),
+        _fmt(m.get("train_loss")),
+        _fmt(m.get("eval_loss")),
+        _fmt(m.get("tokens_per_s"), ".1f"),
+        _fmt(m.get("peak_rss_mb"), ".0f"),
+        escape(str(run.artifacts / "system.yaml")),
+    )
+    console.print(table)
+    console.print(f"use it: tailor generate --system {escape(str(run.artifacts))} 'your question'", highlight=False)

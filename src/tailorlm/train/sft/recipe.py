@@ -1,0 +1,331 @@
+"""Supervised fine-tuning, top to bottom: data → model (+ PEFT config or frozen parameters) → TRL SFTTrainer → System.
+
+    recipe = load_config(SFTRecipe, "recipes/sft-lora.yaml", ["training.max_steps=10"])
+    with Run.create("sft", config=recipe, seed=recipe.training.seed, kind="sft") as run:
+        system = fit(recipe, run)
+
+Chat records become TRL's conversational *prompt-completion* rows: everything before the last assistant turn is
+the prompt, the last assistant turn the completion. TRL tokenizes the prompt with ``add_generation_prompt=True``
+(exactly what the hf engine renders at inference) and sets the prompt's labels to -100, so the loss falls on the
+answer only. Text records train on every token (language modelling).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tailorlm.core.run import Run
+from tailorlm.core.system import AdapterSpec, PromptSpec, System
+from tailorlm.data import Dataset, load_dataset
+from tailorlm.errors import ConfigError, DataError
+from tailorlm.train.sft.config import LORA_FAMILY, PEFT_METHODS, DataSpec, SFTRecipe, Strategy
+
+log = logging.getLogger("tailorlm.train.sft")
+
+CHECKPOINT_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Decoder blocks are numbered modules in a list: `model.layers.3.` (Llama, Qwen), `transformer.h.3.` (GPT-2).
+_BLOCK = re.compile(r"\.(?:layers|h|blocks|block)\.(\d+)\.")
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def to_trl_rows(dataset: Dataset, prompt: PromptSpec | None = None) -> list[dict[str, Any]]:
+    """Canonical records → TRL rows: ``{"prompt": [...], "completion": [last assistant]}`` or ``{"text": ...}``.
+
+    With a ``prompt`` program (training a System that has one), a single-turn chat's user turn is rendered
+    through it, as ``render_messages`` does at inference, so training sees the prompt the System will send.
+    """
+    from tailorlm.prompting.program import render_messages
+
+    if dataset.kind == "text":
+        return [{"text": r.text} for r in dataset]
+    if dataset.kind != "chat":
+        raise DataError(f"SFT trains on chat, Alpaca or text records, not {dataset.kind}")
+    rows = []
+    for i, record in enumerate(dataset):
+        messages = [{"role": m.role, "content": m.content or ""} for m in record.messages]
+        last = max((j for j, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+        if last <= 0:
+            raise DataError(f"{dataset.source or '<memory>'}: record {i + 1} has no turn before the assistant's")
+        head = messages[:last]
+        if prompt is not None and [m["role"] for m in head] == ["user"]:
+            head = list(render_messages(prompt, head[0]["content"]))
+        # Earlier assistant turns stay in the prompt: only the final answer is trained on.
+        rows.append({"prompt": head, "completion": [messages[last]]})
+    return rows
+
+
+def _load(spec: DataSpec) -> Dataset:
+    return load_dataset(spec.path, spec.format)
+
+
+def common_system_message(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The system message every prompt starts with, if there is one: the System must send it at inference too."""
+    firsts = {r["prompt"][0]["content"] if r["prompt"][0]["role"] == "system" else None for r in rows if "prompt" in r}
+    return firsts.pop() if len(firsts) == 1 else None
+
+
+# --- parameter strategies -----------------------------------------------------------------------------------
+
+
+def peft_config(strategy: Strategy) -> Any:
+    """The PEFT config for a PEFT method; None for full and freeze."""
+    import peft
+
+    m = strategy.method
+    if m in LORA_FAMILY:
+        return peft.LoraConfig(
+            r=strategy.r,
+            lora_alpha=strategy.alpha,
+            lora_dropout=strategy.dropout,
+            target_modules=strategy.target_modules,
+            use_dora=m == "dora",  # Liu et al. 2024: magnitude + direction
+            use_rslora=m == "rslora",  # Kalajdzievski 2023: scale alpha/sqrt(r), stable at high rank
+            task_type="CAUSAL_LM",
+        )
+    if m == "ia3":
+        targets = None if strategy.target_modules == "all-linear" else strategy.target_modules
+        return peft.IA3Config(target_modules=targets, task_type="CAUSAL_LM")
+    if m == "prompt_tuning":
+        return peft.PromptTuningConfig(num_virtual_tokens=strategy.num_virtual_tokens, task_type="CAUSAL_LM")
+    if m == "prefix_tuning":
+        return peft.PrefixTuningConfig(num_virtual_tokens=strategy.num_virtual_tokens, task_type="CAUSAL_LM")
+    return None
+
+
+def freeze_parameters(model: Any, strategy: Strategy) -> list[str]:
+    """``freeze``: only the top N blocks (or the named modules) keep ``requires_grad``; returns their names."""
+    names = [n for n, _ in model.named_parameters()]
+    if strategy.train_top_n_blocks is not None:
+        blocks = sorted({int(m.group(1)) for n in names if (m := _BLOCK.search(n))})
+        if not blocks:
+            raise ConfigError("freeze: could not find numbered decoder blocks in this model")
+        if strategy.train_top_n_blocks > len(blocks):
+            raise ConfigError(f"freeze: train_top_n_blocks={strategy.train_top_n_blocks}, the model has {len(blocks)}")
+        top = set(blocks[-strategy.train_top_n_blocks :])
+        chosen = {n for n in names if (m := _BLOCK.search(n)) and int(m.group(1)) in top}
+    else:
+        wanted = strategy.trainable_modules or []
+        # Match whole dotted components: "mlp" selects `layers.1.mlp.up_proj.weight`, not `mlp_norm`.
+        chosen = {n for n in names if any(f".{w}." in f".{n}" for w in wanted)}
+        if not chosen:
+            raise ConfigError(f"freeze: no parameter name contains any of {wanted}", hint=f"e.g. {names[:4]}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in chosen)
+    return sorted(chosen)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The highest ``checkpoint-N`` that is complete. The Trainer writes ``trainer_state.json`` last, so a folder
+    without it was cut short (killed mid-save) and is ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
+    ]
+    return max(done)[1] if done else None
+
+
+# --- callbacks ----------------------------------------------------------------------------------------------
+
+
+def _run_callback(run: Run) -> Any:
+    from transformers import TrainerCallback
+
+    class RunMetrics(TrainerCallback):
+        """Every Trainer log line (loss, lr, grad norm, eval loss) goes to the run's metrics.jsonl."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
+            if numbers:
+                run.log_metrics(numbers, step=state.global_step)
+
+    return RunMetrics()
+
+
+# --- the recipe ---------------------------------------------------------------------------------------------
+
+
+def build_trainer(
+    recipe: SFTRecipe, run: Run, callbacks: Sequence[Any] = ()
+) -> tuple[Any, System | None, str, PromptSpec | None]:
+    """Everything up to ``trainer.train()``: returns (trainer, base System, model spec, the output prompt)."""
+    import torch
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from tailorlm.models.load import load_model
+
+    t, strategy = recipe.training, recipe.strategy
+    base = System.load(recipe.system) if recipe.system else None
+    if base is not None and base.adapters:
+        raise ConfigError("training on top of a System with adapters is not supported yet", hint="merge it first")
+    model_spec = base.model if base else recipe.model
+
+    # data
+    train = _load(recipe.data)
+    run.record_dataset("train", recipe.data.path, train.fingerprint, len(train))
+    if recipe.eval_data is not None:
+        held_out = _load(recipe.eval_data)
+        run.record_dataset("eval", recipe.eval_data.path, held_out.fingerprint, len(held_out))
+    elif recipe.eval_fraction > 0 and len(train) >= 10:
+        train, held_out = train.split(recipe.eval_fraction, seed=t.seed)
+    else:
+        held_out = None
+        if recipe.eval_fraction > 0:
+            log.warning("only %d records: no eval split (needs at least 10)", len(train))
+    prompt = base.prompt if base else None
+    train_rows = to_trl_rows(train, prompt)
+    eval_rows = to_trl_rows(held_out, prompt) if held_out is not None and len(held_out) else None
+    if prompt is None and (system_message := common_system_message(train_rows)):
+        prompt = PromptSpec(system=system_message)
+
+    # model: the seed first, because PEFT initialises the adapter inside SFTTrainer's constructor.
+    set_seed(t.seed)
+    loaded = load_model(model_spec, device="cpu", dtype=torch.float32)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "right"
+    peft_cfg = peft_config(strategy)
+    if strategy.method == "freeze":
+        trained = freeze_parameters(loaded.model, strategy)
+        log.info("freeze: training %d parameter tensors", len(trained))
+
+    import datasets
+
+    evaluating = eval_rows is not None
+    save_steps = t.save_steps or t.eval_steps
+    if evaluating and save_steps % t.eval_steps:
+        raise ConfigError(f"training.save_steps={save_steps} must be a multiple of eval_steps={t.eval_steps}")
+    if t.early_stopping_patience and not evaluating:
+        log.warning("early stopping is off: there is no eval data to stop on")
+    args = SFTConfig(
+        output_dir=str(run.path / CHECKPOINT_DIR),
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio (warmup_ratio is gone)
+        lr_scheduler_type=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_length,
+        packing=t.packing,
+        completion_only_loss=None,  # TRL: True for prompt-completion rows, False for text
+        # SFTConfig defaults both to True; on CPU bf16 autocast and checkpointing are speed choices we make later.
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model="eval_loss" if evaluating else None,
+        greater_is_better=False if evaluating else None,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
+        dataset_num_proc=None,
+    )
+    extra = [_run_callback(run), *callbacks]
+    if t.early_stopping_patience and evaluating:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        eval_dataset=datasets.Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_cfg,
+        callbacks=extra,
+    )
+    # disable_tqdm adds a PrinterCallback that prints every log dict; our run log and the CLI show them instead.
+    trainer.remove_callback(PrinterCallback)
+    return trainer, base, model_spec, prompt
+
+
+def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> System:
+    """Train per ``recipe`` inside ``run``; save the adapter (or model) and ``system.yaml`` under ``run.artifacts``.
+
+    ``resume`` continues from the run's latest complete checkpoint (optimizer, scheduler, RNG and data position
+    included), so the result matches an uninterrupted run.
+    """
+    trainer, base, model_spec, prompt = build_trainer(recipe, run, callbacks)
+    checkpoint = latest_checkpoint(run.path / CHECKPOINT_DIR) if resume else None
+    if resume and checkpoint is None:
+        log.warning("no complete checkpoint in %s: training from the start", run.path / CHECKPOINT_DIR)
+    # Resumed: count only this session's tokens for the speed (read now: rotation may delete the checkpoint).
+    tokens_before = _checkpoint_tokens(checkpoint)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - start
+    tokens = trainer.state.num_input_tokens_seen - tokens_before
+
+    metrics: dict[str, Any] = {
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "train_seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        # ru_maxrss is in KiB on Linux: the process's peak resident memory, model + optimizer + activations.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "method": recipe.strategy.method,
+        "learning_rate": recipe.learning_rate,
+    }
+    if trainer.eval_dataset is not None:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    run.write_metrics(metrics)
+
+    # save: adapter-only PEFT folder (loadable by plain peft and vLLM), or the whole model
+    if recipe.strategy.method in PEFT_METHODS:
+        out = run.artifacts / ADAPTER_DIR
+        trainer.model.save_pretrained(out)
+        system = System(model=model_spec, adapters=[AdapterSpec(path=str(out), name=recipe.name)])
+    else:
+        out = run.artifacts / MODEL_DIR
+        trainer.save_model(str(out))
+        trainer.processing_class.save_pretrained(out)
+        system = System(model=str(out))
+    system = system.model_copy(
+        update={
+            "name": recipe.name,
+            "prompt": prompt,
+            "generation": base.generation if base else system.generation,
+            "parent": recipe.system or model_spec,
+            "created_by": run.id,
+        }
+    )
+    system.save(run.artifacts)
+    run.logger.info("saved %s and system.yaml in %s", out.name, run.artifacts)
+    return system
+
+
+def _checkpoint_tokens(checkpoint: Path | None) -> int:
+    import json
+
+    if checkpoint is None:
+        return 0
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("num_input_tokens_seen") or 0)
