@@ -48,7 +48,9 @@ def test_freeze_needs_a_choice_and_only_freeze_takes_one() -> None:
         load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.method=freeze"])
     with pytest.raises(ConfigError, match="only apply"):
         load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.train_top_n_blocks=2"])
-    ok = load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.method=freeze", "strategy.trainable_modules=[mlp]"])
+    ok = load_config(
+        SFTRecipe, None, ["data.path=x.jsonl", "strategy.method=freeze", "strategy.trainable_modules=[mlp]"]
+    )
     assert ok.strategy.trainable_modules == ["mlp"]
 
 

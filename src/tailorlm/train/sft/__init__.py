@@ -3,4 +3,12 @@
 from tailorlm.train.sft.config import DEFAULT_LEARNING_RATES, SFTRecipe, Strategy, Training, default_learning_rate
 from tailorlm.train.sft.recipe import fit, latest_checkpoint
 
-__all__ = ["DEFAULT_LEARNING_RATES", "SFTRecipe", "Strategy", "Training", "default_learning_rate", "fit", "latest_checkpoint"]
+__all__ = [
+    "DEFAULT_LEARNING_RATES",
+    "SFTRecipe",
+    "Strategy",
+    "Training",
+    "default_learning_rate",
+    "fit",
+    "latest_checkpoint",
+]

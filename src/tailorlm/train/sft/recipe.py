@@ -231,9 +231,9 @@ def build_trainer(
         max_length=t.max_length,
         packing=t.packing,
         completion_only_loss=None,  # TRL: True for prompt-completion rows, False for text
-        # SFTConfig defaults both to True; on CPU bf16 autocast and checkpointing are speed choices we make later.
+        # SFTConfig defaults bf16 and checkpointing to True; both are speed choices for the throughput work to make.
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # transformers 5 name; TRL still defaults the old alias to True
         logging_steps=1,
         eval_strategy="steps" if evaluating else "no",
         eval_steps=t.eval_steps,
