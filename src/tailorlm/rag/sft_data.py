@@ -79,5 +79,10 @@ def make_sft_records(
 
 
 def write_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    return atomic_write_text(path, text)
+    """Plain OpenAI chat records to ``path`` (what `tailor train sft` reads), and each record's provenance
+    (question id, oracle or not, chunk ids) line by line to the sidecar ``PATH.meta.jsonl``."""
+    path = Path(path)
+    chats = "".join(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n" for r in records)
+    meta = "".join(json.dumps(r.get("metadata", {}), ensure_ascii=False) + "\n" for r in records)
+    atomic_write_text(path.with_suffix(".meta.jsonl"), meta)
+    return atomic_write_text(path, chats)

@@ -637,10 +637,14 @@ def test_make_sft_data(lance_corpus: Corpus, tmp_path: Path) -> None:
             "rag", "make-sft-data", str(questions), "--index", lance_corpus.location, "--out", str(out),
             "--p-oracle", p_oracle, "--distractors", "2",
         )  # fmt: skip
-        records = load_dataset(out, kind="chat", extra="ignore").records
+        # Plain OpenAI chat records, as `tailor train sft` reads them (unknown keys would be refused)...
+        records = load_dataset(out, kind="chat").records
         assert len(records) == len(rows)
         assert all([m.role for m in r.messages] == ["user", "assistant"] for r in records)
-        return [json.loads(line) for line in out.read_text().splitlines()]
+        # ...with their provenance line by line in the sidecar.
+        meta = [json.loads(line) for line in out.with_suffix(".meta.jsonl").read_text().splitlines()]
+        chats = [json.loads(line) for line in out.read_text().splitlines()]
+        return [{**c, "metadata": m} for c, m in zip(chats, meta, strict=True)]
 
     half = make("0.5", "half.jsonl")
     with_oracle = [r for r in half if r["metadata"]["oracle"]]
