@@ -126,6 +126,12 @@ class OnnxEmbedder:
         self._executor: Any = None
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dim = int(self.session.get_outputs()[0].shape[-1] or 0) or self._probe_dim()
+        # The first runs of a session allocate its buffers and pick kernels (~10x a normal batch): pay that at load
+        # time, as sentence-transformers users do with a warm-up encode, not inside the first ingest batch.
+        warm = self._encode(["a short warm-up sentence for the session"] * 8)
+        for session in self.sessions:
+            for _ in range(2):
+                self._forward(warm, session)
         self.identity = f"onnx{'-int8' if int8 else ''}:{st_folder.name}:{path.parent.name}"
 
     def _probe_dim(self) -> int:
