@@ -71,9 +71,18 @@ class _LocalEncoder:
         cfg_path = st_folder / "sentence_bert_config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         self.max_length = int(cfg.get("max_seq_length") or min(self.tokenizer.model_max_length, 512))
+        self._counter: Any = None
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        # The Rust tokenizer directly: the chunker counts every sentence, and transformers' __call__ costs ~10x the
+        # tokenization itself. A private copy, because batching sets truncation on the shared one.
+        if self._counter is None:
+            from tokenizers import Tokenizer
+
+            self._counter = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def batches(self, texts: Sequence[str], batch_size: int, token_budget: int) -> list[np.ndarray]:
         """Index batches, longest first (similar lengths pad least), capped by count and padded token budget."""
