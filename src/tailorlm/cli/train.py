@@ -101,3 +101,18 @@ def sft(
     )
     console.print(table)
     console.print(f"use it: tailor generate --system {escape(str(run.artifacts))} 'your question'", highlight=False)
+
+
+def merge(
+    system: Path = typer.Argument(..., help="A System folder or system.yaml with adapters."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the merged model and its system.yaml."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype of the merged model."),
+) -> None:
+    """Fold a System's LoRA/IA3 adapters into the base weights: a plain HF model folder and a System using it."""
+    from tailorlm.core.system import System
+    from tailorlm.train.merge import merge_system
+
+    merged = merge_system(System.load(system), out, dtype=dtype)
+    console.print(
+        f"merged → {escape(merged.model)}\nuse it: tailor generate --system {escape(str(out))} 'your question'"
+    )

@@ -1,0 +1,67 @@
+"""`tailor merge`: the merged model's logits equal the adapter model's; unmergeable adapters are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tailorlm.cli.main import app
+from tailorlm.core.system import AdapterSpec, System
+
+pytestmark = pytest.mark.integration
+
+
+def _adapter(tiny_model_dir: Path, out: Path, config: object) -> Path:
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)  # type: ignore[arg-type]
+    model.save_pretrained(out)
+    return out
+
+
+def _logits(model: object, tokenizer: object) -> torch.Tensor:
+    ids = tokenizer("The merged model must agree", return_tensors="pt")  # type: ignore[operator]
+    with torch.no_grad():
+        return model(**ids).logits  # type: ignore[operator]
+
+
+def test_merged_logits_match_the_adapter_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # init_lora_weights=False: a freshly initialized LoRA is a no-op (B = 0) and would prove nothing.
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    adapter = _adapter(tiny_model_dir, tmp_path / "adapter", lora)
+    system = System(name="sft", model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(adapter))])
+    system.save(tmp_path / "sys")
+
+    result = CliRunner().invoke(app, ["merge", str(tmp_path / "sys"), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    merged = System.load(tmp_path / "merged")
+    assert merged.adapters == [] and merged.name == "sft-merged"
+    assert not (Path(merged.model) / "adapter_config.json").exists()
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with_adapter = PeftModel.from_pretrained(base, adapter).eval()
+    folded = AutoModelForCausalLM.from_pretrained(merged.model).eval()
+    expected, got = _logits(with_adapter, tok), _logits(folded, tok)
+    assert torch.allclose(expected, got, atol=1e-4)
+    assert not torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok), got, atol=1e-4)
+
+
+def test_prompt_tuning_cannot_be_merged(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from peft import PromptTuningConfig
+
+    adapter = _adapter(
+        tiny_model_dir, tmp_path / "pt", PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    )
+    System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(adapter))]).save(tmp_path / "sys")
+    result = CliRunner().invoke(app, ["merge", str(tmp_path / "sys"), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "cannot merge" in result.output
+    assert not (tmp_path / "out" / "model").exists()
