@@ -63,3 +63,21 @@ def check_canaries(
         return compare_canaries(after, after, spec.max_drop)
     before = _cached_score(cache_dir, _weights_only(system, with_adapters=False), spec.limit, lambda: score(False))
     return compare_canaries(before, after, spec.max_drop)
+
+
+def compare_systems(spec: CanarySpec, before: System, after: System, cache_dir: Path) -> dict[str, Any]:
+    """Canaries of two Systems' weights (e.g. a base model and its fine-tune, adapters or a new full model)."""
+    from tailorlm.models.build import build_engine
+
+    items = load_canaries(limit=spec.limit)
+
+    def score(system: System) -> dict[str, Any]:
+        weights = _weights_only(system, with_adapters=True)
+
+        def compute() -> dict[str, Any]:
+            engine = build_engine(weights, device="cpu")
+            return run_canaries(engine.model, engine.tokenizer, items)
+
+        return _cached_score(cache_dir, weights, spec.limit, compute)
+
+    return compare_canaries(score(before), score(after), spec.max_drop)

@@ -33,6 +33,7 @@ def _write_chats(path: Path, n: int = 8) -> Path:
 def _recipe(tmp_path: Path, model: Path, *overrides: str, n: int = 8) -> SFTRecipe:
     data = _write_chats(tmp_path / "chat.jsonl", n)
     base = [f"model={model}", f"data.path={data}", "training.batch_size=4", "training.max_steps=3"]
+    base.append("canaries.enabled=false")  # scored in their own test
     return load_config(SFTRecipe, None, [*base, *overrides])
 
 
@@ -207,6 +208,7 @@ def test_cli_trains_and_writes_a_system_that_generates(tmp_path: Path, tiny_mode
     data = _write_chats(tmp_path / "chat.jsonl", 8)
     recipe = Path(__file__).resolve().parents[3] / "recipes" / "sft-lora.yaml"
     args = ["train", "sft", str(recipe), f"model={tiny_model_dir}", f"data.path={data}", "training.max_steps=2"]
+    args.append("canaries.limit=20")
     result = CliRunner().invoke(app, [*args, "--runs-root", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "train loss" in result.output
@@ -216,3 +218,24 @@ def test_cli_trains_and_writes_a_system_that_generates(tmp_path: Path, tiny_mode
     engine = build_engine(system, device="cpu")
     (completion,) = engine.generate([QUESTIONS[0]], GenerationParams(max_new_tokens=4))
     assert completion.usage.completion_tokens >= 1
+
+
+def test_every_fine_tune_reports_canaries_before_and_after(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAILOR_CACHE", str(tmp_path / "cache"))  # canary scores are cached per weights
+    for method in ("lora", "full"):
+        recipe = _recipe(
+            tmp_path,
+            tiny_model_dir,
+            f"strategy.method={method}",
+            "canaries.enabled=true",
+            "canaries.limit=20",
+            "canaries.max_drop=1.0",
+            f"name={method}",
+        )
+        with Run.create(method, root=tmp_path / "runs", config=recipe) as run:
+            fit(recipe, run)
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        c = metrics["canaries"]
+        assert {"before", "after", "drop", "promotable"} <= set(c) and c["promotable"] is True

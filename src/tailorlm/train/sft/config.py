@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tailorlm.core.config import StrictModel
+from tailorlm.core.task import CanarySpec
 
 Method = Literal["lora", "dora", "rslora", "full", "freeze", "ia3", "prompt_tuning", "prefix_tuning"]
 PEFT_METHODS: frozenset[str] = frozenset({"lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning"})
@@ -130,6 +131,10 @@ class SFTRecipe(StrictModel):
     )
     strategy: Strategy = Field(default_factory=Strategy)
     training: Training = Field(default_factory=Training)
+    canaries: CanarySpec = Field(
+        default_factory=lambda: CanarySpec(enabled=True, max_drop=0.02),
+        description="Forgetting canaries scored on the base and the trained weights; flagged beyond max_drop.",
+    )
 
     @property
     def learning_rate(self) -> float:

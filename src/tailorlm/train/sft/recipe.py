@@ -319,6 +319,19 @@ def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequenc
     )
     system.save(run.artifacts)
     run.logger.info("saved %s and system.yaml in %s", out.name, run.artifacts)
+    if recipe.canaries.enabled:
+        from tailorlm.eval.canary_check import compare_systems
+        from tailorlm.models.default import cache_root
+
+        # Before = the weights training started from (the base model, or the base System's adapters).
+        before = System(model=model_spec, adapters=base.adapters if base else [])
+        canaries = compare_systems(recipe.canaries, before, system, cache_root())
+        metrics["canaries"] = canaries
+        run.write_metrics(metrics)
+        if not canaries.get("promotable", True):
+            run.logger.warning(
+                "forgetting: canary drop %.3f exceeds max_drop %s", canaries["drop"], recipe.canaries.max_drop
+            )
     return system
 
 
