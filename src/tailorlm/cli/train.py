@@ -100,6 +100,9 @@ def sft(
         escape(str(run.artifacts / "system.yaml")),
     )
     console.print(table)
+    if c := m.get("canaries"):
+        verdict = "[green]ok[/]" if c.get("promotable", True) else f"[red]forgetting: over max_drop {c['max_drop']}[/]"
+        console.print(f"canaries {c['before']:.3f} → {c['after']:.3f} (drop {c['drop']:+.3f}) {verdict}")
     console.print(f"use it: tailor generate --system {escape(str(run.artifacts))} 'your question'", highlight=False)
 
 

@@ -211,7 +211,7 @@ def test_cli_trains_and_writes_a_system_that_generates(tmp_path: Path, tiny_mode
     args.append("canaries.limit=20")
     result = CliRunner().invoke(app, [*args, "--runs-root", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
-    assert "train loss" in result.output
+    assert "train loss" in result.output and "canaries" in result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     system = System.load(run_dir / "artifacts")
     assert system.adapters and system.created_by == run_dir.name
@@ -239,3 +239,15 @@ def test_every_fine_tune_reports_canaries_before_and_after(
         metrics = json.loads((run.path / "metrics.json").read_text())
         c = metrics["canaries"]
         assert {"before", "after", "drop", "promotable"} <= set(c) and c["promotable"] is True
+
+
+def test_records_longer_than_max_length_are_skipped_or_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tailorlm.errors import ConfigError
+
+    # Cut from the right, an over-long record would lose its answer and train on nothing.
+    recipe = _recipe(tmp_path, tiny_model_dir, "training.max_length=8")
+    with (
+        pytest.raises(ConfigError, match=r"longer than training\.max_length=8"),
+        Run.create("sft", root=tmp_path / "runs", config=None) as run,
+    ):
+        fit(recipe, run)

@@ -201,6 +201,11 @@ def build_trainer(
     loaded = load_model(model_spec, device="cpu", dtype=torch.float32)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "right"
+    # A row longer than max_length is cut from the right, which removes its answer: the loss then has no target
+    # (and an eval set of such rows has no eval_loss at all). Drop those rows and say how many.
+    train_rows = _fitting(train_rows, tokenizer, t.max_length, "training")
+    if eval_rows is not None:
+        eval_rows = _fitting(eval_rows, tokenizer, t.max_length, "eval") or None
     peft_cfg = peft_config(strategy)
     if strategy.method == "freeze":
         trained = freeze_parameters(loaded.model, strategy)
@@ -333,6 +338,30 @@ def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequenc
                 "forgetting: canary drop %.3f exceeds max_drop %s", canaries["drop"], recipe.canaries.max_drop
             )
     return system
+
+
+def _fitting(rows: list[dict[str, Any]], tokenizer: Any, max_length: int, what: str) -> list[dict[str, Any]]:
+    """The rows whose whole conversation fits ``max_length`` tokens; a clear error when none does."""
+    kept = []
+    for row in rows:
+        if "prompt" not in row:
+            kept.append(row)  # text rows are packed or cut without losing a target
+            continue
+        ids = tokenizer.apply_chat_template([*row["prompt"], *row["completion"]], tokenize=True)
+        n = len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        if n <= max_length:
+            kept.append(row)
+    dropped = len(rows) - len(kept)
+    if dropped and not kept:
+        raise ConfigError(
+            f"every {what} record is longer than training.max_length={max_length} tokens",
+            hint="raise training.max_length, or shorten the records",
+        )
+    if dropped:
+        log.warning(
+            "%d of %d %s records exceed max_length=%d tokens and are skipped", dropped, len(rows), what, max_length
+        )
+    return kept
 
 
 def _checkpoint_tokens(checkpoint: Path | None) -> int:
