@@ -286,11 +286,11 @@ def system_cmd(
     name: str = typer.Option("rag", "--name", help="System name."),
 ) -> None:
     """Write a RAG System (model + retriever) for `tailor generate`, `tailor chat` and `tailor eval`."""
-    from tailorlm.core.system import RetrieverSpec, System
+    from tailorlm.core.system import RetrieverSpec, System, is_postgres_url
     from tailorlm.rag.index import Index
 
     Index.open(index).close()  # fail now, not at first use, if the index is missing
-    location = index if index.startswith(("postgres://", "postgresql://")) else str(Path(index).resolve())
+    location = index if is_postgres_url(index) else str(Path(index).resolve())
     system = System(name=name, model=model, retriever=RetrieverSpec(index=location, top_k=k, min_score=min_score))
     path = system.save(out)
     console.print(f"wrote {path}")

@@ -178,6 +178,11 @@ class PromptSpec(StrictModel):
         return v
 
 
+def is_postgres_url(location: str) -> bool:
+    """An index location naming a PostgreSQL database (pgvector) rather than a local LanceDB directory."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
 class RetrieverSpec(_PathResolving):
     """Retrieval-augmented answering: which index, how much context, when to abstain (docs/rag.md)."""
 
@@ -204,7 +209,7 @@ class RetrieverSpec(_PathResolving):
     @field_validator("index")
     @classmethod
     def _index(cls, v: str, info: ValidationInfo) -> str:
-        if v.startswith(("postgresql://", "postgres://")):
+        if is_postgres_url(v):
             return v
         return cls._resolve(v, info, always_local=True) or v
 
@@ -247,7 +252,7 @@ class System(_PathResolving):
         data["model"] = _portable(self.model, base_dir)
         for adapter in data["adapters"]:
             adapter["path"] = _portable(adapter["path"], base_dir)
-        if data["retriever"] and not str(data["retriever"]["index"]).startswith(("postgresql://", "postgres://")):
+        if data["retriever"] and not is_postgres_url(str(data["retriever"]["index"])):
             data["retriever"]["index"] = _portable(data["retriever"]["index"], base_dir)
         return atomic_write_yaml(target, data)
 

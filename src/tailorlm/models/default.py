@@ -9,15 +9,12 @@ that looks complete.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from tailorlm.core.io import atomic_directory
+from tailorlm.core.io import atomic_directory, exclusive_lock
 from tailorlm.errors import ModelNotFoundError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -67,18 +64,6 @@ def is_prepared(folder: Path, stamp: dict[str, object]) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _conversion_lock(folder: Path) -> Iterator[None]:
-    """Serialize conversions across processes so two first runs do not race to write the same folder."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_default_model(*, force: bool = False) -> Path:
     """Return the HF folder of the default model, converting the packaged GGUF on first use."""
     gguf = default_gguf_path()
@@ -86,7 +71,8 @@ def ensure_default_model(*, force: bool = False) -> Path:
     folder = default_model_dir()
     if not force and is_prepared(folder, stamp):
         return folder
-    with _conversion_lock(folder):
+    # Serialized across processes so two first runs do not race to write the same folder.
+    with exclusive_lock(folder):
         if not force and is_prepared(folder, stamp):  # another process finished it while we waited
             return folder
         _convert(gguf, folder, stamp)

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from tailorlm.core.config import StrictModel
+from tailorlm.core.system import is_postgres_url
 from tailorlm.errors import ConfigError, TailorError
 from tailorlm.rag.chunking import ChunkingConfig
 from tailorlm.rag.embedding import EmbedderConfig, TextEmbedder, build_embedder
@@ -37,10 +38,6 @@ class IndexConfig(StrictModel):
             "chunking": self.chunking.model_dump(),
             "contextual": self.contextual,
         }
-
-
-def is_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
 
 
 class Index:
@@ -91,13 +88,13 @@ class Index:
 
 
 def _store_location(location: str) -> str:
-    return location if is_url(location) else str(Path(location) / STORE_SUBDIR)
+    return location if is_postgres_url(location) else str(Path(location) / STORE_SUBDIR)
 
 
 def _read_config(location: str) -> IndexConfig | None:
     from tailorlm.core.config import load_config
 
-    if is_url(location):
+    if is_postgres_url(location):
         from tailorlm.rag.stores.pgvector import read_meta
 
         data = read_meta(location, "index_config")
@@ -114,7 +111,7 @@ def _write_config(location: str, config: IndexConfig) -> None:
     from tailorlm.core.io import atomic_write_yaml
 
     data = config.model_dump(mode="json")
-    if is_url(location):
+    if is_postgres_url(location):
         from tailorlm.rag.stores.pgvector import write_meta
 
         write_meta(location, "index_config", data)

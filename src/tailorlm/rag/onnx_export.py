@@ -9,14 +9,11 @@ a point (docs/rag.md has the figures).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-from tailorlm.core.io import atomic_directory, atomic_write_json
+from tailorlm.core.io import atomic_directory, atomic_write_json, exclusive_lock
 from tailorlm.models.default import cache_root
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -34,17 +31,6 @@ def _fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def onnx_model_path(encoder_folder: Path, *, int8: bool = True) -> Path:
     """The cached ONNX file for ``encoder_folder`` (the transformer inside a sentence-transformers folder),
     exported on first use. Safe against concurrent first runs and against a kill mid-export."""
@@ -53,7 +39,7 @@ def onnx_model_path(encoder_folder: Path, *, int8: bool = True) -> Path:
     name = "model.int8.onnx" if int8 else "model.onnx"
     if (target / _MARKER).is_file():
         return target / name
-    with _lock(target):
+    with exclusive_lock(target):
         if (target / _MARKER).is_file():
             return target / name
         with atomic_directory(target) as tmp:

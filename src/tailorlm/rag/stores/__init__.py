@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tailorlm.core.system import is_postgres_url
 from tailorlm.rag.stores.base import Filter, Store
 
 __all__ = ["Filter", "Store", "open_store"]
@@ -15,7 +16,7 @@ __all__ = ["Filter", "Store", "open_store"]
 def open_store(location: str, dim: int) -> Store:
     """A ``postgresql://`` or ``postgres://`` URL opens PostgreSQL + pgvector; anything else is a LanceDB directory."""
     # Imported here: each backend pulls in its client library, and a user of one never pays for the other.
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(location):
         from tailorlm.rag.stores.pgvector import PgVectorStore
 
         return PgVectorStore.open(location, dim)

@@ -13,11 +13,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tailorlm.errors import TailorError
 from tailorlm.rag.types import Document, StoredChunk
 
 # Metadata filters: {field: value} means equality, {field: [v1, v2]} means "any of". Fields are user metadata
 # keys, plus the built-ins "doc_id" and "source". All conditions must hold.
 Filter = Mapping[str, Any]
+
+
+def check_batch(docs: Sequence[Document], chunks: Sequence[StoredChunk], dim: int) -> dict[str, Document]:
+    """Validate a ``replace_documents`` batch the same way for every backend; returns the docs by id."""
+    by_id = {d.doc_id: d for d in docs}
+    if len(by_id) != len(docs):
+        raise ValueError("replace_documents got the same doc_id twice")
+    for c in chunks:
+        if c.doc_id not in by_id:
+            raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, which is not in this batch")
+        if c.vector.shape != (dim,) or c.sentences.ndim != 2 or c.sentences.shape[1] != dim:
+            raise TailorError(
+                f"chunk {c.chunk_id} has vectors of shape {c.vector.shape} / {c.sentences.shape}, "
+                f"but the store is {dim}-d"
+            )
+    return by_id
 
 
 class Store(Protocol):

@@ -41,7 +41,7 @@ import pyarrow as pa
 from lancedb.index import FTS, BTree, IvfSq, LabelList
 
 from tailorlm.errors import TailorError
-from tailorlm.rag.stores.base import Filter
+from tailorlm.rag.stores.base import Filter, check_batch
 from tailorlm.rag.types import Document, StoredChunk
 
 CHUNKS = "chunks"
@@ -224,9 +224,7 @@ class LanceStore:
     def replace_documents(self, docs: Sequence[Document], chunks: Sequence[StoredChunk]) -> None:
         if not docs:
             return
-        by_id = {d.doc_id: d for d in docs}
-        if len(by_id) != len(docs):
-            raise ValueError("replace_documents got the same doc_id twice")
+        by_id = check_batch(docs, chunks, self.dim)
         write_id = uuid.uuid4().hex
         # Only documents that had a record can have old chunks to drop in step 3; orphans of a crashed write of
         # a new document are invisible anyway and optimize() removes them, so a fresh ingest skips the deletes.
@@ -239,14 +237,6 @@ class LanceStore:
             self._chunks.delete(f"({cond}) AND write_id != {sql_str(write_id)}")
 
     def _chunk_table(self, chunks: Sequence[StoredChunk], docs: dict[str, Document], write_id: str) -> pa.Table:
-        for c in chunks:
-            if c.doc_id not in docs:
-                raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, which is not in this batch")
-            if c.vector.shape != (self.dim,) or c.sentences.ndim != 2 or c.sentences.shape[1] != self.dim:
-                raise TailorError(
-                    f"chunk {c.chunk_id} has vectors of shape {c.vector.shape} / {c.sentences.shape}, "
-                    f"but the store is {self.dim}-d"
-                )
         vectors = np.stack([np.asarray(c.vector, dtype=np.float32) for c in chunks])  # (n, dim)
         payloads = [
             {

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tailorlm.errors import TailorError
-from tailorlm.rag.stores.base import Filter
+from tailorlm.rag.stores.base import Filter, check_batch
 from tailorlm.rag.types import Document, StoredChunk
 
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
@@ -144,17 +144,7 @@ class PgVectorStore:
     def replace_documents(self, docs: Sequence[Document], chunks: Sequence[StoredChunk]) -> None:
         if not docs:
             return
-        by_id = {d.doc_id: d for d in docs}
-        if len(by_id) != len(docs):
-            raise ValueError("replace_documents got the same doc_id twice")
-        for c in chunks:
-            if c.doc_id not in by_id:
-                raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, which is not in this batch")
-            if c.vector.shape != (self.dim,) or c.sentences.ndim != 2 or c.sentences.shape[1] != self.dim:
-                raise TailorError(
-                    f"chunk {c.chunk_id} has vectors of shape {c.vector.shape} / {c.sentences.shape}, "
-                    f"but the store is {self.dim}-d"
-                )
+        by_id = check_batch(docs, chunks, self.dim)
         # One transaction: readers see the old state until COMMIT, then the new one; an exception or a killed
         # process rolls everything back.
         with self._conn.transaction(), self._conn.cursor() as cur:
