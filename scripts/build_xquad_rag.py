@@ -7,6 +7,7 @@ Two layouts of the same text, for the same 1,190 questions:
 
     python scripts/build_xquad_rag.py OUT_DIR [--xquad ../shared/data/xquad/xquad.en.json]
     python scripts/build_xquad_rag.py --example examples/xquad-rag   # the bundled example task
+    python scripts/build_xquad_rag.py --split-example examples/xquad-qa   # train/eval split by article
 """
 
 from __future__ import annotations
@@ -84,15 +85,54 @@ def build_example(xquad: Path, out: Path, n_eval: int = 200, seed: int = 0) -> d
     return {**counts, "eval": n_eval}
 
 
+def build_split_example(
+    xquad: Path, out: Path, train_fraction: float = 0.75, n_eval: int = 200, seed: int = 0
+) -> dict[str, int]:
+    """Train on the questions of ~3/4 of the articles, evaluate on questions of the others (issue #6's RAFT target).
+
+    Splitting by article, not by question, keeps every eval passage unseen in training: a fine-tuned model cannot
+    have memorized the answers' paragraphs, so what it learns is the skill (read the sources, answer briefly).
+    """
+    import random
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build(xquad, Path(tmp))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "docs").mkdir(exist_ok=True)
+        shutil.copy(Path(tmp) / "paragraphs" / "paragraphs.jsonl", out / "docs" / "paragraphs.jsonl")
+        rows = [json.loads(x) for x in (Path(tmp) / "questions-paragraphs.jsonl").read_text().splitlines()]
+    article = {r["id"]: r["doc_ids"][0].split("#")[1].split("-")[0] for r in rows}
+    articles = sorted(set(article.values()))
+    rng = random.Random(seed)
+    train_articles = set(rng.sample(articles, round(train_fraction * len(articles))))
+    train = [r for r in rows if article[r["id"]] in train_articles]
+    held = [r for r in rows if article[r["id"]] not in train_articles]
+    eval_rows = [held[i] for i in sorted(rng.sample(range(len(held)), min(n_eval, len(held))))]
+    for name, chosen in (("train.jsonl", train), ("eval.jsonl", eval_rows)):
+        with open(out / name, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen)
+    return {
+        "train_articles": len(train_articles),
+        "train": len(train),
+        "eval_articles": len(articles) - len(train_articles),
+        "eval": len(eval_rows),
+    }
+
+
 def main() -> None:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, nargs="?")
     parser.add_argument("--example", type=Path, help="Write the bundled example task folder here instead.")
+    parser.add_argument("--split-example", type=Path, help="Write the train/eval split-by-article example here.")
     parser.add_argument("--xquad", type=Path, default=here.parent / "shared/data/xquad/xquad.en.json")
     args = parser.parse_args()
     if args.example:
         print(json.dumps(build_example(args.xquad, args.example)))
+    elif args.split_example:
+        print(json.dumps(build_split_example(args.xquad, args.split_example)))
     elif args.out:
         print(json.dumps(build(args.xquad, args.out)))
     else:

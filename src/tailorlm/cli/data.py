@@ -108,3 +108,76 @@ def formats(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
     console.print(
         "Containers: .jsonl/.ndjson/.json (list), .csv, .tsv, .parquet, .txt/.md and folders; .gz is read too."
     )
+
+
+@app.command("augment")
+def augment(
+    file: Path = typer.Argument(..., help="Chat (OpenAI/ShareGPT/Alpaca) or text records to augment."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: the originals, then the tagged augmentations."),
+    method: str = typer.Option(..., "--method", "-m", help="paraphrase, backtranslate or synonym."),
+    system: Path = typer.Option(None, "--system", help="System (folder or system.yaml) that rewrites the texts."),
+    engine: str = typer.Option(None, "--engine", help="Or a model for the rewrites: default, a HF folder, a hub id."),
+    n: int = typer.Option(1, "--n", min=1, help="Augmented copies per record."),
+    targets: str = typer.Option("user", "--targets", help="Turns to rewrite: user, assistant or all."),
+    seed: int = typer.Option(0, "--seed", help="Seed for synonym choices and sampling."),
+    rate: float = typer.Option(0.1, "--rate", min=0.0, max=1.0, help="synonym: share of words replaced (EDA α)."),
+    pivot: str = typer.Option("French", "--pivot", help="backtranslate: the pivot language."),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature of the rewrites."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Longest rewrite, in tokens."),
+    no_originals: bool = typer.Option(False, "--no-originals", help="Write only the augmentations."),
+) -> None:
+    """Write OUT with N augmented copies of every record, tagged metadata.augmented = {method, source_id}.
+
+    Train on OUT as usual: the eval split keeps augmented records out of eval, and drops those of eval records.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tailorlm.cli._common import err_console
+    from tailorlm.data.augment import METHODS, augment, write_jsonl
+
+    if method not in METHODS:
+        raise DataError(f"unknown --method {method!r}", hint=f"choose one of: {', '.join(METHODS)}")
+    if targets not in ("user", "assistant", "all"):
+        raise DataError(f"unknown --targets {targets!r}", hint="choose one of: user, assistant, all")
+    dataset = load_dataset(file)
+    rewriter, params = None, None
+    if method != "synonym":
+        from tailorlm.core.system import System
+        from tailorlm.models.build import build_engine
+        from tailorlm.models.engines.base import GenerationParams
+
+        if system is None and engine is None:
+            raise DataError(f"--method {method} needs a model", hint="pass --system SYSTEM or --engine default")
+        rewriter = build_engine(System.load(system) if system else System(model=engine))
+        params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    with progress:
+        bar = progress.add_task(f"{method}", total=len(dataset) * n)
+        result = augment(
+            dataset,
+            method,  # type: ignore[arg-type]  # checked against METHODS above
+            engine=rewriter,
+            n=n,
+            seed=seed,
+            targets=targets,  # type: ignore[arg-type]
+            rate=rate,
+            pivot=pivot,
+            params=params,
+            keep_originals=not no_originals,
+            on_progress=lambda k: progress.advance(bar, k),
+        )
+    write_jsonl(result.dataset, out)
+    table = Table(title=f"augmented · {method}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("input", f"{file} ({len(dataset)} records)")
+    table.add_row("made", str(result.made))
+    table.add_row("skipped", "  ".join(f"{k} {v}" for k, v in result.skipped.items()))
+    table.add_row("output", f"{out} ({len(result.dataset)} records)")
+    console.print(table)

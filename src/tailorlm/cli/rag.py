@@ -281,6 +281,9 @@ def system_cmd(
     index: str = typer.Option(..., "--index", "-i", help=INDEX_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Folder (or .yaml file) to write the System to."),
     model: str = typer.Option("default", "--model", "-m", help="Base model."),
+    base: Path = typer.Option(
+        None, "--system", "-s", help="Start from a saved System (e.g. a RAFT fine-tune: its adapters and prompt)."
+    ),
     k: int = typer.Option(5, "--k", "-k", help="Passages per question."),
     min_score: float = typer.Option(None, "--min-score", help="Abstain below this best-passage similarity."),
     name: str = typer.Option("rag", "--name", help="System name."),
@@ -291,6 +294,11 @@ def system_cmd(
 
     Index.open(index).close()  # fail now, not at first use, if the index is missing
     location = index if is_postgres_url(index) else str(Path(index).resolve())
-    system = System(name=name, model=model, retriever=RetrieverSpec(index=location, top_k=k, min_score=min_score))
+    retriever = RetrieverSpec(index=location, top_k=k, min_score=min_score)
+    if base is not None:
+        parent = System.load(base)
+        system = parent.model_copy(update={"name": name, "retriever": retriever, "parent": str(base)})
+    else:
+        system = System(name=name, model=model, retriever=retriever)
     path = system.save(out)
     console.print(f"wrote {path}")

@@ -12,11 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tailorlm.cli._common import console, err_console
+from tailorlm.cli.train_heads import classify
+from tailorlm.cli.train_pretrain import pretrain
 from tailorlm.core.config import load_config
 from tailorlm.core.run import Run
 from tailorlm.errors import ConfigError
 
-app = typer.Typer(help="Train: supervised fine-tuning (full, freeze, LoRA family, IA3, prompt/prefix).")
+app = typer.Typer(help="Train: SFT with any parameter strategy, classification heads, continued pretraining.")
+app.command("pretrain")(pretrain)  # continued pretraining on raw text: cli/train_pretrain.py
+app.command("classify")(classify)  # classification/regression heads: cli/train_heads.py
 
 
 def _progress_callback(progress: Progress) -> Any:
@@ -51,6 +55,19 @@ def sft(
     overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. training.max_steps=10."),
     resume: Path = typer.Option(None, "--resume", help="Run directory to continue from its latest checkpoint."),
     runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where new run directories are created."),
+    search: Path = typer.Option(None, "--search", help="SPACE.yaml: hyperparameter search with Optuna (pruning)."),
+    trials: int = typer.Option(None, "--trials", min=1, help="--search: trials to finish (default 10)."),
+    task: Path = typer.Option(None, "--task", help="--search: score trials by this task's metric, not eval loss."),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="--search: keep trial checkpoints."),
+    launcher: str = typer.Option(
+        None, "--launcher", help="accelerate: run the recipe in N processes (DDP/FSDP/DeepSpeed)."
+    ),
+    num_processes: int = typer.Option(None, "--num-processes", min=1, help="--launcher: processes (default: GPUs)."),
+    accelerate_config: Path = typer.Option(
+        None, "--accelerate-config", help="--launcher: an accelerate config, e.g. recipes/accelerate/fsdp.yaml."
+    ),
+    cpu: bool = typer.Option(False, "--cpu", help="--launcher: train on the CPU (gloo) even when GPUs are visible."),
+    run_dir: Path = typer.Option(None, "--run-dir", hidden=True, help="Internal: a worker of --launcher's run."),
 ) -> None:
     """Supervised fine-tuning from RECIPE.yaml; prints the table of results and the System's path."""
     import datasets
@@ -65,6 +82,20 @@ def sft(
         recipe = None
     if recipe is None and resume is None:
         raise ConfigError("give a recipe YAML (or --resume RUN_DIR)", hint="see recipes/sft-lora.yaml")
+    from tailorlm.cli._search import is_search_run, search_command
+
+    if search is not None or (resume is not None and is_search_run(resume)):
+        search_command(
+            recipe,
+            search,
+            overrides,
+            trials=trials,
+            task=task,
+            resume=resume,
+            runs_root=runs_root,
+            keep_checkpoints=keep_checkpoints,
+        )
+        return
     source = Path(recipe) if recipe else resume / "config.yaml"
     cfg = load_config(SFTRecipe, source, overrides)
 
@@ -80,12 +111,40 @@ def sft(
         TimeRemainingColumn(),
         console=err_console,
     )
-    if resume is not None:
-        run = Run.reopen(resume)
+    if run_dir is not None:
+        # One process started by `--launcher accelerate`: train inside the launcher's run; rank 0 shows progress.
+        from tailorlm.train.launch import process_rank, run_worker
+
+        if process_rank() != 0:
+            run_worker(cfg, run_dir, resume=resume is not None)
+            return
+        with progress:
+            run_worker(cfg, run_dir, resume=resume is not None, callbacks=[_progress_callback(progress)])
+        return
+    if launcher is not None:
+        from tailorlm.train.launch import launch_sft
+
+        if launcher != "accelerate":
+            raise ConfigError(f"unknown launcher {launcher!r}", hint="--launcher accelerate")
+        run = launch_sft(
+            source,
+            overrides,
+            cfg,
+            resume=resume,
+            runs_root=runs_root,
+            num_processes=num_processes,
+            accelerate_config=accelerate_config,
+            cpu=cpu,
+        )
     else:
-        run = Run.create(cfg.name, root=runs_root, config=cfg, seed=cfg.training.seed, parent=cfg.system, kind="sft")
-    with run, progress:
-        fit(cfg, run, resume=resume is not None, callbacks=[_progress_callback(progress)])
+        if resume is not None:
+            run = Run.reopen(resume)
+        else:
+            run = Run.create(
+                cfg.name, root=runs_root, config=cfg, seed=cfg.training.seed, parent=cfg.system, kind="sft"
+            )
+        with run, progress:
+            fit(cfg, run, resume=resume is not None, callbacks=[_progress_callback(progress)])
 
     m = json.loads((run.path / "metrics.json").read_text(encoding="utf-8"))
     table = Table(title=f"sft · {escape(cfg.strategy.method)} · run {escape(run.id)}")

@@ -9,6 +9,10 @@ defaults. It is saved as ``system.yaml``, usually inside a run's ``artifacts/``:
     prompt: {system: "Answer briefly.", template: "Question: {{ input }}"}
     generation: {max_new_tokens: 128}
 
+A System with a ``head`` (``head: {labels: [negative, positive]}``, written by ``tailor train classify``) reads its
+model as a sequence classifier and answers with a label and its probabilities instead of generated text
+(``models/engines/head.py``, docs/heads.md).
+
 Local paths inside the system's own directory are written relative to it and read back as absolute paths,
 so a run directory can be moved or copied to another machine. Paths elsewhere stay absolute.
 """
@@ -214,6 +218,23 @@ class RetrieverSpec(_PathResolving):
         return cls._resolve(v, info, always_local=True) or v
 
 
+class HeadSpec(StrictModel):
+    """A task-specific head (``tailor train classify``): the model is read as a sequence classifier or regressor
+    (``AutoModelForSequenceClassification``), so the answer is a label, or a number, and not generated text."""
+
+    problem: Literal["classification", "regression"] = Field("classification", description="What the head predicts.")
+    labels: list[str] | None = Field(None, description="Class names in id order (classification only).")
+    temperature: float = Field(1.0, gt=0, description="Temperature scaling of the logits (fitted on held-out data).")
+    max_length: int = Field(512, ge=1, description="Inputs are cut to this many tokens, as in training.")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v)):
+            raise ValueError("labels must name at least two distinct classes")
+        return v
+
+
 class System(_PathResolving):
     """A deployable answerer. ``System.load(s.save(d)) == s``."""
 
@@ -226,6 +247,7 @@ class System(_PathResolving):
     retriever: RetrieverSpec | None = Field(None, description="Retriever for RAG; None answers closed-book.")
     tools: list[dict[str, Any]] = Field(default_factory=list, description="Tool JSON schemas (OpenAI format).")
     generation: GenerationParams = Field(default_factory=GenerationParams, description="Decoding defaults.")
+    head: HeadSpec | None = Field(None, description="A classification/regression head: answers are labels.")
     parent: str | None = Field(None, description="The System (path) this one was derived from, for lineage.")
     created_by: str | None = Field(None, description="Id of the run that produced this System.")
 
@@ -258,6 +280,8 @@ class System(_PathResolving):
 
     def fingerprint(self) -> str:
         """sha256 of what determines the answers (everything but name/parent/created_by), stable across runs."""
-        content = self.model_dump(mode="json", exclude=_METADATA_FIELDS)
+        # No head leaves the fingerprint (and so every prediction cache) as it was before heads existed.
+        exclude = _METADATA_FIELDS | ({"head"} if self.head is None else set())
+        content = self.model_dump(mode="json", exclude=exclude)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

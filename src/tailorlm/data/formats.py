@@ -102,7 +102,7 @@ def _filter_messages(value: Any, ctx: Context) -> Any:
 
 
 def _openai(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
-    out = {k: row[k] for k in ("messages", "tools") if k in row}
+    out = {k: row[k] for k in ("messages", "tools", "metadata") if k in row}
     if "messages" in out:
         out["messages"] = _filter_messages(out["messages"], ctx)
     return out, []
@@ -188,7 +188,7 @@ def _preference(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | Non
 
 
 def _text_format(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
-    return {k: row[k] for k in ("text",) if k in row}, []
+    return {k: row[k] for k in ("text", "metadata") if k in row}, []
 
 
 def _classification(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
@@ -210,7 +210,14 @@ def _eval(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Pro
 FORMATS: dict[FormatName, FormatSpec] = {
     s.name: s
     for s in (
-        FormatSpec("openai", "chat", ("messages",), ("tools",), "OpenAI chat: {messages: [{role, content}]}", _openai),
+        FormatSpec(
+            "openai",
+            "chat",
+            ("messages",),
+            ("tools", "metadata"),
+            "OpenAI chat: {messages: [{role, content}]}",
+            _openai,
+        ),
         FormatSpec(
             "alpaca",
             "chat",
@@ -235,7 +242,9 @@ FORMATS: dict[FormatName, FormatSpec] = {
             "Preference pairs: {prompt, chosen, rejected}, each a string or a list of messages",
             _preference,
         ),
-        FormatSpec("text", "text", ("text",), (), "Raw text: {text}, or .txt/.md files and folders", _text_format),
+        FormatSpec(
+            "text", "text", ("text",), ("metadata",), "Raw text: {text}, or .txt/.md files and folders", _text_format
+        ),
         FormatSpec(
             "classification", "classification", ("text", "label"), (), "Classification: {text, label}", _classification
         ),

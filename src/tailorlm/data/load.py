@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from functools import cached_property
 from itertools import chain
@@ -32,7 +33,7 @@ from tailorlm.data.formats import (
 from tailorlm.data.issues import DEFAULT_MAX_ISSUES, FILE, Issue, IssueLog, rename_fields
 from tailorlm.data.readers import TEXT_SUFFIXES, Container, Row, TextUnit, container_for, read_rows
 from tailorlm.data.records import KINDS, RECORD_TYPES, Kind, record_to_dict, validate_record
-from tailorlm.data.split import split_indices
+from tailorlm.data.split import record_id, split_indices
 from tailorlm.errors import DataError
 
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
@@ -132,9 +133,37 @@ class Dataset:
     def split(
         self, eval_fraction: float | None = None, *, eval_size: int | None = None, seed: int = 0
     ) -> tuple[Dataset, Dataset]:
-        """``(train, eval)``: the same seed gives the same split; each side keeps the original order."""
-        train, held_out = split_indices(self._record_json, eval_fraction=eval_fraction, eval_size=eval_size, seed=seed)
+        """``(train, eval)``: the same seed gives the same split; each side keeps the original order.
+
+        Augmented records (``metadata.augmented.source_id``) go to train only, and only when their source did:
+        the augmentations of an eval record are dropped, so no paraphrase of an eval answer is trained on.
+        """
+        sources = self.augmented_sources
+        train, held_out = split_indices(
+            self._record_json,
+            eval_fraction=eval_fraction,
+            eval_size=eval_size,
+            seed=seed,
+            sources=sources if any(sources) else None,
+        )
+        dropped = len(self) - len(train) - len(held_out)
+        if dropped:
+            logging.getLogger("tailorlm.data").info("split: %d augmented records of eval records left out", dropped)
         return self._subset(train), self._subset(held_out)
+
+    @property
+    def record_ids(self) -> list[str]:
+        """A short content id per record (what augmented records name as ``source_id``)."""
+        return [record_id(key) for key in self._record_json]
+
+    @property
+    def augmented_sources(self) -> list[str | None]:
+        """Per record: the ``source_id`` of an augmented record, None for an original."""
+        out: list[str | None] = []
+        for r in self.records:
+            tag = (getattr(r, "metadata", None) or {}).get("augmented")
+            out.append(str(tag["source_id"]) if isinstance(tag, dict) and tag.get("source_id") else None)
+        return out
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """Canonical dicts, with unset optional fields left out."""

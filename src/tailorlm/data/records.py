@@ -86,6 +86,8 @@ class ChatRecord(BaseModel):
 
     messages: list[Message]
     tools: list[dict[str, Any]] | None = None
+    # Provenance, e.g. ``{"augmented": {"method", "source_id"}}`` on records made by ``tailorlm.data.augment``.
+    metadata: dict[str, Any] | None = None
 
 
 class PreferenceRecord(BaseModel):
@@ -104,6 +106,7 @@ class TextRecord(BaseModel):
     model_config = _STRICT
 
     text: str
+    metadata: dict[str, Any] | None = None  # provenance, as for chat records
 
 
 class ClassificationRecord(BaseModel):

@@ -35,17 +35,34 @@ def eval_count(n: int, *, eval_fraction: float | None = None, eval_size: int | N
     return count
 
 
+def record_id(key: str) -> str:
+    """A short, stable id of a record from its canonical JSON: what an augmented record names as its source."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def split_indices(
-    keys: Sequence[str], *, eval_fraction: float | None = None, eval_size: int | None = None, seed: int = 0
+    keys: Sequence[str],
+    *,
+    eval_fraction: float | None = None,
+    eval_size: int | None = None,
+    seed: int = 0,
+    sources: Sequence[str | None] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Split record indices into ``(train, eval)``, each in the original order.
 
     ``keys`` holds one canonical JSON string per record. The same keys and seed always give the same split.
+    ``sources[i]``, when set, marks record ``i`` as derived (augmented) from the record whose ``record_id`` it is.
+    Derived records never go to eval (the size counts originals only), and they follow their source: one whose
+    source went to eval is dropped, since training on a paraphrase of an eval item leaks its answer.
     """
-    count = eval_count(len(keys), eval_fraction=eval_fraction, eval_size=eval_size)
+    derived = [i for i in range(len(keys)) if sources is not None and sources[i] is not None]
+    originals = [i for i in range(len(keys)) if sources is None or sources[i] is None]
+    count = eval_count(len(originals), eval_fraction=eval_fraction, eval_size=eval_size)
     prefix = f"tailorlm.split/{seed}\0".encode()
     # The index breaks ties between identical records, so the count is exact even with duplicates.
-    ranked = sorted(range(len(keys)), key=lambda i: (hashlib.sha256(prefix + keys[i].encode()).digest(), i))
+    ranked = sorted(originals, key=lambda i: (hashlib.sha256(prefix + keys[i].encode()).digest(), i))
     eval_set = set(ranked[:count])
-    train = [i for i in range(len(keys)) if i not in eval_set]
+    held_out = {record_id(keys[i]) for i in eval_set} if derived else set()
+    leaked = {i for i in derived if sources is not None and sources[i] in held_out}
+    train = [i for i in range(len(keys)) if i not in eval_set and i not in leaked]
     return train, sorted(eval_set)

@@ -291,5 +291,7 @@ def _write_predictions(
             row["votes"], row["agreement"] = a.votes, a.agreement
         if a.sources is not None:
             row["sources"], row["citations"], row["abstained"] = a.sources, a.citations, a.abstained
+        if a.probabilities is not None:
+            row["probabilities"] = a.probabilities  # head Systems: calibrated probability per label
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(run.path / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))

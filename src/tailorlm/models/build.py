@@ -10,6 +10,13 @@ from tailorlm.errors import ConfigError
 
 def build_engine(system: System, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8) -> Any:
     """Instantiate the backend a System names, with its adapters applied."""
+    if system.head is not None:
+        # A head System is a sequence classifier/regressor: it answers with labels, not generated text.
+        if system.engine != "hf":
+            raise ConfigError(f"a System with a head runs on the hf engine, not {system.engine!r}")
+        from tailorlm.models.engines.head import HeadEngine
+
+        return HeadEngine(system, device=device, dtype=dtype, batch_size=batch_size)
     if system.engine == "hf":
         from tailorlm.models.engines.hf import HFEngine
         from tailorlm.models.load import load_model

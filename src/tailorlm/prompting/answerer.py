@@ -32,6 +32,7 @@ class Answer:
     sources: list[dict[str, Any]] | None = None  # RAG: the passages shown, numbered from 1
     citations: list[dict[str, Any]] | None = None  # RAG: the shown passages the answer cites as [n]
     abstained: bool = False  # RAG: the evidence was too weak, so the System said it does not know
+    probabilities: dict[str, float] | None = None  # head Systems: label → calibrated probability
 
 
 def build_requests(prompt: PromptSpec | None, inputs: Sequence[str], tokenizer: Any = None) -> list[list[Message]]:
@@ -122,7 +123,13 @@ def finalize(prompt: PromptSpec | None, samples: Sequence[Completion]) -> Answer
     latency = max(c.latency_s for c in samples)
     answers = [extract(prompt, c.text) for c in samples]
     if len(samples) == 1:
-        return Answer(text=answers[0] or "", raw=samples[0].text, usage=usage, latency_s=latency)
+        return Answer(
+            text=answers[0] or "",
+            raw=samples[0].text,
+            usage=usage,
+            latency_s=latency,
+            probabilities=samples[0].probabilities,
+        )
     from tailorlm.prompting.consistency import vote
 
     result = vote(answers, normalize=_vote_normalizer(prompt))

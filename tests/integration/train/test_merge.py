@@ -30,13 +30,27 @@ def _logits(model: object, tokenizer: object) -> torch.Tensor:
         return model(**ids).logits  # type: ignore[operator]
 
 
-def test_merged_logits_match_the_adapter_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from peft import LoraConfig, PeftModel
+def _mergeable_config(method: str) -> object:
+    import peft
+
+    # Non-default init everywhere: a freshly initialized adapter is a no-op (LoRA's B = 0) and would prove nothing.
+    if method == "lora":
+        return peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    if method == "loha":
+        return peft.LoHaConfig(r=4, alpha=8, target_modules="all-linear", init_weights=False)
+    if method == "lokr":
+        return peft.LoKrConfig(r=4, alpha=8, target_modules="all-linear", init_weights=False)
+    if method == "oft":
+        return peft.OFTConfig(oft_block_size=8, r=0, target_modules="all-linear", init_weights=False)
+    return peft.VeraConfig(r=8, target_modules="all-linear", init_weights=False)
+
+
+@pytest.mark.parametrize("method", ["lora", "loha", "lokr", "oft", "vera"])
+def test_merged_logits_match_the_adapter_model(tiny_model_dir: Path, tmp_path: Path, method: str) -> None:
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # init_lora_weights=False: a freshly initialized LoRA is a no-op (B = 0) and would prove nothing.
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
-    adapter = _adapter(tiny_model_dir, tmp_path / "adapter", lora)
+    adapter = _adapter(tiny_model_dir, tmp_path / "adapter", _mergeable_config(method))
     system = System(name="sft", model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(adapter))])
     system.save(tmp_path / "sys")
 
@@ -55,12 +69,12 @@ def test_merged_logits_match_the_adapter_model(tiny_model_dir: Path, tmp_path: P
     assert not torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok), got, atol=1e-4)
 
 
-def test_prompt_tuning_cannot_be_merged(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from peft import PromptTuningConfig
+@pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning"])
+def test_prompt_tuning_cannot_be_merged(tiny_model_dir: Path, tmp_path: Path, method: str) -> None:
+    from peft import PromptEncoderConfig, PromptTuningConfig
 
-    adapter = _adapter(
-        tiny_model_dir, tmp_path / "pt", PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
-    )
+    kind = PromptTuningConfig if method == "prompt_tuning" else PromptEncoderConfig
+    adapter = _adapter(tiny_model_dir, tmp_path / "pt", kind(task_type="CAUSAL_LM", num_virtual_tokens=4))
     System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(adapter))]).save(tmp_path / "sys")
     result = CliRunner().invoke(app, ["merge", str(tmp_path / "sys"), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "cannot merge" in result.output

@@ -65,6 +65,11 @@ ADAPTER_MARKERS = {
     "ia3": ("ia3_",),
     "prompt_tuning": ("prompt_encoder",),
     "prefix_tuning": ("prompt_encoder",),
+    "p_tuning": ("prompt_encoder",),
+    "loha": ("hada_",),
+    "lokr": ("lokr_",),
+    "oft": ("oft_",),
+    "vera": ("vera_lambda_",),
 }
 
 

@@ -67,6 +67,8 @@ class Completion(BaseModel):
     usage: Usage
     logprobs: list[float] | None = None
     latency_s: float = 0.0
+    # Head engines (classification Systems) answer with a label; this is the calibrated probability of each label.
+    probabilities: dict[str, float] | None = None
 
 
 class StreamChunk(BaseModel):

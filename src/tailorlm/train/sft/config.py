@@ -13,17 +13,22 @@ fine-tuning rate barely moves a LoRA adapter.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
 from tailorlm.core.config import StrictModel
 from tailorlm.core.task import CanarySpec
 
-Method = Literal["lora", "dora", "rslora", "full", "freeze", "ia3", "prompt_tuning", "prefix_tuning"]
-PEFT_METHODS: frozenset[str] = frozenset({"lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning"})
-LORA_FAMILY: frozenset[str] = frozenset({"lora", "dora", "rslora"})
-PROMPT_LEARNING: frozenset[str] = frozenset({"prompt_tuning", "prefix_tuning"})
+Method = Literal[
+    "lora", "dora", "rslora", "qlora", "loha", "lokr", "oft", "vera",
+    "full", "freeze", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning",
+]  # fmt: skip
+# Every method but full and freeze trains a PEFT adapter and saves an adapter folder.
+PEFT_METHODS: frozenset[str] = frozenset(get_args(Method)) - {"full", "freeze"}
+# qlora is LoRA on a 4-bit base: the same adapter, only the frozen weights are quantized.
+LORA_FAMILY: frozenset[str] = frozenset({"lora", "dora", "rslora", "qlora"})
+PROMPT_LEARNING: frozenset[str] = frozenset({"prompt_tuning", "prefix_tuning", "p_tuning"})
 
 # Per-method default learning rates (AdamW), with where each comes from.
 DEFAULT_LEARNING_RATES: dict[str, float] = {
@@ -44,6 +49,22 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
     # Prefix tuning (Li & Liang 2021 used 5e-5 *with* an MLP reparameterisation); PEFT's default has no MLP and its
     # examples train the raw prefix at 1e-2.
     "prefix_tuning": 1e-2,
+    # P-tuning (Liu et al. 2021, "GPT Understands, Too"): virtual tokens from an MLP prompt encoder; PEFT's P-tuning
+    # guide trains it with AdamW at 1e-3 (the encoder is an ordinary MLP, so prompt tuning's 3e-2 would be too hot).
+    "p_tuning": 1e-3,
+    # QLoRA (Dettmers et al. 2023): 2e-4 for 7B-13B (1e-4 above 33B); the adapter is LoRA's.
+    "qlora": 2e-4,
+    # LoHa (Hyeon-Woo et al. 2022, FedPara) and LoKr (Yeh et al. 2024, LyCORIS) reparameterise the same low-rank
+    # update as LoRA (Hadamard / Kronecker products): LoRA's rate. PEFT's method comparison (MetaMathQA,
+    # Llama-3.2-3B) trains both at its LoRA rate.
+    "loha": 2e-4,
+    "lokr": 2e-4,
+    # OFT (Qiu et al. 2023) rotates the frozen weights with learned block-orthogonal matrices; PEFT's method
+    # comparison (MetaMathQA, Llama-3.2-3B, OFT rank 32) trains it at 1e-4.
+    "oft": 1e-4,
+    # VeRA (Kopiczko et al. 2024) trains only two scaling vectors per layer over frozen random matrices, and its
+    # experiments use rates about 10x their LoRA baselines'; 2e-3 is 10x our LoRA default.
+    "vera": 2e-3,
 }
 
 
@@ -64,9 +85,13 @@ class DataSpec(StrictModel):
 class Strategy(StrictModel):
     """Which parameters train. One flat block so that ``strategy.method=dora`` works as a dotted override."""
 
-    method: Method = Field("lora", description="lora | dora | rslora | full | freeze | ia3 | prompt_tuning | ...")
+    method: Method = Field(
+        "lora",
+        description="lora | dora | rslora | qlora | loha | lokr | oft | vera | ia3 | prompt_tuning | prefix_tuning "
+        "| p_tuning | full | freeze",
+    )
     # LoRA family (Hu et al. 2021): r=16, alpha=2r is the common QLoRA-era setting; dropout 0.05 as in QLoRA.
-    r: int = Field(16, ge=1, description="LoRA rank (lora, dora, rslora).")
+    r: int = Field(16, ge=1, description="Rank (lora, dora, rslora, qlora, loha, lokr).")
     alpha: float = Field(32, gt=0, description="LoRA scale numerator: the update is scaled by alpha/r.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input (lora family).")
     target_modules: str | list[str] = Field(
@@ -80,7 +105,9 @@ class Strategy(StrictModel):
         None, description="freeze: train only parameters whose dotted name contains one of these module names."
     )
     # prompt learning (Lester et al. 2021; Li & Liang 2021).
-    num_virtual_tokens: int = Field(20, ge=1, description="prompt_tuning/prefix_tuning: learned virtual tokens.")
+    num_virtual_tokens: int = Field(
+        20, ge=1, description="prompt_tuning/prefix_tuning/p_tuning: learned virtual tokens."
+    )
 
     @model_validator(mode="after")
     def _freeze_needs_a_choice(self) -> Strategy:
@@ -116,6 +143,34 @@ class Training(StrictModel):
     )
     max_length: int = Field(1024, ge=8, description="Truncate tokenized examples to this many tokens.")
     packing: bool = Field(False, description="Pack examples into max_length rows (TRL's BFD, padding-free).")
+    # Speed: bf16 where the hardware multiplies it natively, and batches of similar length (less padding).
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 autocast on bf16 GPUs and CPUs with AVX512-BF16/AMX (PEFT methods also keep the "
+        "frozen base weights in bf16), else fp32. Trained parameters and optimizer state stay fp32.",
+    )
+    group_by_length: bool = Field(
+        True, description="Batch records of similar length together (transformers' LengthGroupedSampler)."
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about 30% more compute."
+    )
+    # Curriculum (Bengio et al. 2009): easy→hard order instead of shuffling; see tailorlm.train.curriculum.
+    curriculum: Literal["none", "length", "loss"] = Field(
+        "none",
+        description="Training order: none (shuffled, the default), length (tokens) or loss (the base model's "
+        "per-record loss), easiest first.",
+    )
+    curriculum_reverse: bool = Field(False, description="Hardest first: the anti-curriculum ablation.")
+
+    @model_validator(mode="after")
+    def _curriculum_needs_rows(self) -> Training:
+        # Packing concatenates rows with a bin-packing order of its own, which would undo the curriculum.
+        if self.curriculum != "none" and self.packing:
+            raise ValueError("curriculum orders whole records; it cannot be combined with packing")
+        if self.curriculum_reverse and self.curriculum == "none":
+            raise ValueError("curriculum_reverse needs a curriculum (length or loss)")
+        return self
 
 
 class SFTRecipe(StrictModel):

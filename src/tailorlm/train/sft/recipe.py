@@ -16,7 +16,7 @@ import logging
 import re
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from tailorlm.core.run import Run
 from tailorlm.core.system import AdapterSpec, PromptSpec, System
 from tailorlm.data import Dataset, load_dataset
 from tailorlm.errors import ConfigError, DataError
+from tailorlm.models.device import training_bf16
+from tailorlm.train.model_card import write_model_card
+from tailorlm.train.safety import complete_checkpoint, final_directory, guard_resources
+from tailorlm.train.sft.answer_loss import sft_trainer_class
 from tailorlm.train.sft.config import LORA_FAMILY, PEFT_METHODS, DataSpec, SFTRecipe, Strategy
 
 log = logging.getLogger("tailorlm.train.sft")
@@ -100,6 +104,25 @@ def peft_config(strategy: Strategy) -> Any:
         return peft.PromptTuningConfig(num_virtual_tokens=strategy.num_virtual_tokens, task_type="CAUSAL_LM")
     if m == "prefix_tuning":
         return peft.PrefixTuningConfig(num_virtual_tokens=strategy.num_virtual_tokens, task_type="CAUSAL_LM")
+    if m == "p_tuning":
+        # Liu et al. 2021: the virtual tokens come out of a small MLP encoder (PEFT's default reparameterisation).
+        return peft.PromptEncoderConfig(num_virtual_tokens=strategy.num_virtual_tokens, task_type="CAUSAL_LM")
+    if m == "loha":  # Hyeon-Woo et al. 2022: ΔW = (B1 A1) ⊙ (B2 A2), rank r² from 2r parameters per side
+        return peft.LoHaConfig(
+            r=strategy.r, alpha=strategy.alpha, target_modules=strategy.target_modules, task_type="CAUSAL_LM"
+        )
+    if m == "lokr":  # LyCORIS: ΔW = W1 ⊗ (B A), a Kronecker product
+        return peft.LoKrConfig(
+            r=strategy.r, alpha=strategy.alpha, target_modules=strategy.target_modules, task_type="CAUSAL_LM"
+        )
+    if m == "oft":
+        # Qiu et al. 2023: W' = R W with R block-diagonal orthogonal; PEFT's default block size (32) divides the
+        # widths of Llama-family layers (SmolLM2: 576, 192, 1536).
+        return peft.OFTConfig(target_modules=strategy.target_modules, task_type="CAUSAL_LM")
+    if m == "vera":
+        # Kopiczko et al. 2024: frozen random A, B shared by every layer, trained scaling vectors; PEFT's r=256,
+        # since the rank costs no trainable parameters beyond one vector of that length per layer.
+        return peft.VeraConfig(target_modules=strategy.target_modules, task_type="CAUSAL_LM")
     return None
 
 
@@ -130,14 +153,12 @@ def freeze_parameters(model: Any, strategy: Strategy) -> list[str]:
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
     """The highest ``checkpoint-N`` that is complete. The Trainer writes ``trainer_state.json`` last, so a folder
-    without it was cut short (killed mid-save) and is ignored."""
+    without it (or with a torn one: the disk filled up mid-write) was cut short and is ignored."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
     done = [
-        (int(m.group(1)), p)
-        for p in folder.iterdir()
-        if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name)) and complete_checkpoint(p)
     ]
     return max(done)[1] if done else None
 
@@ -167,12 +188,15 @@ def build_trainer(
 ) -> tuple[Any, System | None, str, PromptSpec | None]:
     """Everything up to ``trainer.train()``: returns (trainer, base System, model spec, the output prompt)."""
     import torch
-    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from transformers import PrinterCallback, set_seed
 
     from tailorlm.models.load import load_model
 
     t, strategy = recipe.training, recipe.strategy
+    if strategy.method == "qlora":
+        from tailorlm.train.quantized import require_qlora
+
+        require_qlora()  # before any data is read or model loaded: this machine cannot run 4-bit kernels
     base = System.load(recipe.system) if recipe.system else None
     if base is not None and base.adapters:
         raise ConfigError("training on top of a System with adapters is not supported yet", hint="merge it first")
@@ -198,7 +222,16 @@ def build_trainer(
 
     # model: the seed first, because PEFT initialises the adapter inside SFTTrainer's constructor.
     set_seed(t.seed)
-    loaded = load_model(model_spec, device="cpu", dtype=torch.float32)
+    if strategy.method == "qlora":
+        from tailorlm.train.quantized import load_4bit
+
+        loaded = load_4bit(model_spec)  # NF4 weights on the GPU; SFTTrainer prepares it for k-bit training
+    else:
+        # A PEFT method never updates the base weights, so in bf16 training they are stored in bf16: half the
+        # memory, and no fp32→bf16 cast of every weight on every step (autocast re-casts frozen fp32 weights).
+        # The adapter stays fp32 (PEFT's autocast_adapter_dtype), as do full fine-tuning's master weights.
+        frozen_bf16 = training_bf16(t.precision) and strategy.method in PEFT_METHODS
+        loaded = load_model(model_spec, device="cpu", dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "right"
     # A row longer than max_length is cut from the right, which removes its answer: the loss then has no target
@@ -213,13 +246,44 @@ def build_trainer(
 
     import datasets
 
-    evaluating = eval_rows is not None
+    args, extra = trainer_arguments(recipe, run, evaluating=eval_rows is not None, callbacks=callbacks)
+    trainer = sft_trainer_class()(
+        model=loaded.model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        eval_dataset=datasets.Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_cfg,
+        callbacks=extra,
+    )
+    # disable_tqdm adds a PrinterCallback that prints every log dict; our run log and the CLI show them instead.
+    trainer.remove_callback(PrinterCallback)
+    if t.curriculum != "none":
+        from tailorlm.train.curriculum import apply_curriculum
+
+        apply_curriculum(trainer, t.curriculum, reverse=t.curriculum_reverse)
+    return trainer, base, model_spec, prompt
+
+
+def trainer_arguments(
+    recipe: Any, run: Run, *, evaluating: bool, callbacks: Sequence[Any] = (), **overrides: Any
+) -> tuple[Any, list[Any]]:
+    """The ``SFTConfig`` and callbacks of every recipe that trains through TRL (SFT, pretrain): checkpoints in
+    ``run/checkpoints``, logging into the run, evaluation, best-model and early stopping from ``recipe.training``.
+
+    ``overrides`` replace single ``SFTConfig`` fields (pretraining passes its own packing settings).
+    """
+    import torch
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig
+
+    t, strategy = recipe.training, recipe.strategy
     save_steps = t.save_steps or t.eval_steps
     if evaluating and save_steps % t.eval_steps:
         raise ConfigError(f"training.save_steps={save_steps} must be a multiple of eval_steps={t.eval_steps}")
     if t.early_stopping_patience and not evaluating:
         log.warning("early stopping is off: there is no eval data to stop on")
-    args = SFTConfig(
+    settings: dict[str, Any] = dict(
         output_dir=str(run.path / CHECKPOINT_DIR),
         learning_rate=recipe.learning_rate,
         num_train_epochs=t.epochs,
@@ -235,10 +299,15 @@ def build_trainer(
         data_seed=t.seed,
         max_length=t.max_length,
         packing=t.packing,
+        # A curriculum fixes the order (train/curriculum.py); else batches of similar length cut the padding.
+        train_sampling_strategy=_sampling(t),
         completion_only_loss=None,  # TRL: True for prompt-completion rows, False for text
         # SFTConfig defaults bf16 and checkpointing to True; both are speed choices for the throughput work to make.
-        bf16=False,
-        activation_checkpointing=False,  # transformers 5 name; TRL still defaults the old alias to True
+        # bf16 autocast where the hardware has it (QLoRA always: its 4-bit base is dequantized to bf16).
+        bf16=strategy.method == "qlora" or training_bf16(t.precision),
+        use_cpu=not torch.cuda.is_available(),  # else transformers refuses bf16 without a GPU
+        # transformers 5 name; TRL still defaults the old alias to True. Off unless memory requires it (OOM hint).
+        activation_checkpointing=t.activation_checkpointing,
         logging_steps=1,
         eval_strategy="steps" if evaluating else "no",
         eval_steps=t.eval_steps,
@@ -254,21 +323,18 @@ def build_trainer(
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
         dataset_num_proc=None,
     )
+    args = SFTConfig(**(settings | overrides))
     extra = [_run_callback(run), *callbacks]
     if t.early_stopping_patience and evaluating:
         extra.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    trainer = SFTTrainer(
-        model=loaded.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_cfg,
-        callbacks=extra,
-    )
-    # disable_tqdm adds a PrinterCallback that prints every log dict; our run log and the CLI show them instead.
-    trainer.remove_callback(PrinterCallback)
-    return trainer, base, model_spec, prompt
+    return args, extra
+
+
+def _sampling(t: Any) -> str:
+    if t.curriculum != "none":
+        return "sequential"
+    # Packed rows all have max_length tokens already; grouping only matters for padded batches.
+    return "group_by_length" if t.group_by_length and not t.packing else "random"
 
 
 def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> System:
@@ -278,13 +344,38 @@ def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequenc
     included), so the result matches an uninterrupted run.
     """
     trainer, base, model_spec, prompt = build_trainer(recipe, run, callbacks)
+    return train_and_save(recipe, run, trainer, base=base, model_spec=model_spec, prompt=prompt, resume=resume)
+
+
+def train_and_save(
+    recipe: Any,
+    run: Run,
+    trainer: Any,
+    *,
+    base: System | None,
+    model_spec: str,
+    prompt: PromptSpec | None,
+    resume: bool = False,
+    evaluate: Callable[[Any], dict[str, Any]] | None = None,
+) -> System:
+    """Everything after ``build_trainer``, shared by every recipe that trains through a TRL trainer (SFT, pretrain):
+    train (or resume), write metrics.json, save the adapter or model and system.yaml, score the canaries.
+
+    ``recipe`` is an ``SFTRecipe`` or a recipe with the same ``name``, ``system``, ``strategy``, ``training``,
+    ``canaries`` and ``learning_rate``. ``evaluate(trainer)`` returns the caller's own metrics of the trained model,
+    in place of the Trainer's final ``eval_loss``.
+    """
+    import torch
+
     checkpoint = latest_checkpoint(run.path / CHECKPOINT_DIR) if resume else None
     if resume and checkpoint is None:
         log.warning("no complete checkpoint in %s: training from the start", run.path / CHECKPOINT_DIR)
     # Resumed: count only this session's tokens for the speed (read now: rotation may delete the checkpoint).
     tokens_before = _checkpoint_tokens(checkpoint)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # A full disk (checkpoint save) or an OOM (a step) ends with what happened and how to resume, not a traceback.
+    with guard_resources(run.path, recipe.training, "training (steps and checkpoints)"):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - start
     tokens = trainer.state.num_input_tokens_seen - tokens_before
 
@@ -298,20 +389,29 @@ def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequenc
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "method": recipe.strategy.method,
         "learning_rate": recipe.learning_rate,
+        # Processes that trained together (DDP/FSDP/DeepSpeed under `--launcher accelerate`); 1 otherwise.
+        "world_size": trainer.args.world_size,
     }
-    if trainer.eval_dataset is not None:
+    if torch.cuda.is_available():
+        metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if evaluate is not None:  # the caller's evaluation replaces the Trainer's (pretrain: exact perplexity)
+        metrics.update(evaluate(trainer))
+    elif trainer.eval_dataset is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     run.write_metrics(metrics)
 
-    # save: adapter-only PEFT folder (loadable by plain peft and vLLM), or the whole model
+    # save: adapter-only PEFT folder (loadable by plain peft and vLLM), or the whole model. Every rank takes part
+    # (FSDP/ZeRO-3 gather the weights); rank 0 writes into a temporary folder renamed into place when complete,
+    # and system.yaml (atomic) comes last, so a killed save never leaves a complete-looking System.
+    main = trainer.is_world_process_zero()
+    out = run.artifacts / (ADAPTER_DIR if recipe.strategy.method in PEFT_METHODS else MODEL_DIR)
+    with guard_resources(run.path, recipe.training, "saving the final artifacts"), final_directory(out, main) as tmp:
+        trainer.save_model(str(tmp))
+    if not main:
+        return System(model=model_spec)  # the other ranks' answer is unused: rank 0 writes the System
     if recipe.strategy.method in PEFT_METHODS:
-        out = run.artifacts / ADAPTER_DIR
-        trainer.model.save_pretrained(out)
         system = System(model=model_spec, adapters=[AdapterSpec(path=str(out), name=recipe.name)])
     else:
-        out = run.artifacts / MODEL_DIR
-        trainer.save_model(str(out))
-        trainer.processing_class.save_pretrained(out)
         system = System(model=str(out))
     system = system.model_copy(
         update={
@@ -322,7 +422,8 @@ def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequenc
             "created_by": run.id,
         }
     )
-    system.save(run.artifacts)
+    with guard_resources(run.path, recipe.training, "saving the final artifacts"):
+        system.save(run.artifacts)
     run.logger.info("saved %s and system.yaml in %s", out.name, run.artifacts)
     if recipe.canaries.enabled:
         from tailorlm.eval.canary_check import compare_systems
@@ -337,6 +438,7 @@ def fit(recipe: SFTRecipe, run: Run, *, resume: bool = False, callbacks: Sequenc
             run.logger.warning(
                 "forgetting: canary drop %.3f exceeds max_drop %s", canaries["drop"], recipe.canaries.max_drop
             )
+    write_model_card(run, recipe, system, metrics, model_spec)
     return system
 
 
