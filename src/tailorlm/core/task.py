@@ -55,6 +55,14 @@ class CanarySpec(StrictModel):
     )
 
 
+class TrainingCanarySpec(CanarySpec):
+    """Canaries of a training recipe: on by default with a 2-point allowed drop. Defaults live on the class (not a
+    ``default_factory``) so that a dotted override of one field, e.g. ``canaries.limit=20``, keeps the others."""
+
+    enabled: bool = Field(True, description="Score the canaries on the starting and the trained weights.")
+    max_drop: float | None = Field(0.02, ge=0, le=1, description="Largest allowed accuracy drop; beyond it: flagged.")
+
+
 class BudgetSpec(StrictModel):
     """Limits a deployment must meet; reports flag Systems that exceed them."""
 

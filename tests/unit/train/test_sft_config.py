@@ -93,3 +93,10 @@ def test_latest_checkpoint_skips_incomplete_folders(tmp_path: Path) -> None:
             (folder / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-x").mkdir()
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+
+
+@pytest.mark.unit
+def test_overriding_one_canary_field_keeps_the_training_defaults() -> None:
+    # A dotted override builds the block from scratch; the training defaults must not fall back to CanarySpec's.
+    recipe = load_config(SFTRecipe, None, ["data.path=x.jsonl", "canaries.limit=20"])
+    assert (recipe.canaries.enabled, recipe.canaries.limit, recipe.canaries.max_drop) == (True, 20, 0.02)

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tailorlm.core.config import StrictModel
-from tailorlm.core.task import CanarySpec
+from tailorlm.core.task import TrainingCanarySpec
 from tailorlm.train.sft.config import PROMPT_LEARNING, Strategy, Training, default_learning_rate
 
 
@@ -84,8 +84,8 @@ class PretrainRecipe(StrictModel):
     )
     strategy: PretrainStrategy = Field(default_factory=PretrainStrategy)
     training: PretrainTraining = Field(default_factory=PretrainTraining)
-    canaries: CanarySpec = Field(
-        default_factory=lambda: CanarySpec(enabled=True, max_drop=0.02),
+    canaries: TrainingCanarySpec = Field(
+        default_factory=TrainingCanarySpec,
         description="Forgetting canaries scored on the base and the trained weights; flagged beyond max_drop.",
     )
 

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 from pydantic import Field, model_validator
 
 from tailorlm.core.config import StrictModel
-from tailorlm.core.task import CanarySpec
+from tailorlm.core.task import TrainingCanarySpec
 
 Method = Literal[
     "lora", "dora", "rslora", "qlora", "loha", "lokr", "oft", "vera",
@@ -186,8 +186,8 @@ class SFTRecipe(StrictModel):
     )
     strategy: Strategy = Field(default_factory=Strategy)
     training: Training = Field(default_factory=Training)
-    canaries: CanarySpec = Field(
-        default_factory=lambda: CanarySpec(enabled=True, max_drop=0.02),
+    canaries: TrainingCanarySpec = Field(
+        default_factory=TrainingCanarySpec,
         description="Forgetting canaries scored on the base and the trained weights; flagged beyond max_drop.",
     )
 
