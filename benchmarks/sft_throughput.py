@@ -16,7 +16,7 @@ Speed is real (non-pad) tokens per second of ``trainer.train()``, counted by the
 fp32 base model, mean loss over the answer tokens of held-out records, in fp32. The last line is one JSON object.
 
     python benchmarks/sft_throughput.py            # 192 training records (48 steps per side)
-    python benchmarks/sft_throughput.py --quick    # 48 records, under 3 minutes
+    python benchmarks/sft_throughput.py --quick    # 16 records (4 steps per side), under 3 minutes
 """
 
 from __future__ import annotations
@@ -159,14 +159,14 @@ def side(name: str, n_train: int, n_eval: int, out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="48 training records instead of 192.")
+    parser.add_argument("--quick", action="store_true", help="16 training records instead of 192.")
     parser.add_argument("--records", type=int, help="Training records (a multiple of 4).")
     parser.add_argument("--eval-records", type=int, default=64)
     parser.add_argument("--side", choices=["ours", "baseline", "baseline_bf16"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n_train = args.records or (48 if args.quick else 192)
-    n_eval = 32 if args.quick else args.eval_records
+    n_train = args.records or (16 if args.quick else 192)
+    n_eval = 8 if args.quick else args.eval_records
     if args.side:  # child process: one side, its figures as JSON on the last line
         print(json.dumps(side(args.side, n_train, n_eval, args.out)))
         return
