@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tailorlm.cli._common import console, err_console
+from tailorlm.cli._common import console
+from tailorlm.cli._training import fmt, progress_callback, recipe_source, training_progress
 from tailorlm.cli.train_heads import classify
 from tailorlm.cli.train_pretrain import pretrain
 from tailorlm.core.config import load_config
@@ -21,32 +20,6 @@ from tailorlm.errors import ConfigError
 app = typer.Typer(help="Train: SFT with any parameter strategy, classification heads, continued pretraining.")
 app.command("pretrain")(pretrain)  # continued pretraining on raw text: cli/train_pretrain.py
 app.command("classify")(classify)  # classification/regression heads: cli/train_heads.py
-
-
-def _progress_callback(progress: Progress) -> Any:
-    """A TrainerCallback that moves a Rich bar: steps done of max_steps, the latest loss, and the ETA."""
-    from transformers import TrainerCallback
-
-    class RichProgress(TrainerCallback):
-        task: Any = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.task = progress.add_task("training", total=state.max_steps, completed=state.global_step, loss="")
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            progress.update(self.task, completed=state.global_step)
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            logs = logs or {}
-            shown = [f"{k} {logs[k]:.4f}" for k in ("loss", "eval_loss") if isinstance(logs.get(k), int | float)]
-            if shown and self.task is not None:
-                progress.update(self.task, loss=" · ".join(shown))
-
-    return RichProgress()
-
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    return format(value, spec) if isinstance(value, int | float) else "–"
 
 
 @app.command("sft")
@@ -70,23 +43,14 @@ def sft(
     run_dir: Path = typer.Option(None, "--run-dir", hidden=True, help="Internal: a worker of --launcher's run."),
 ) -> None:
     """Supervised fine-tuning from RECIPE.yaml; prints the table of results and the System's path."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
     from tailorlm.train.sft import SFTRecipe, fit
 
-    overrides = list(overrides or [])
-    # With --resume the recipe may be left out, and the first positional argument is then an override.
-    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
-        overrides.insert(0, recipe)
-        recipe = None
-    if recipe is None and resume is None:
-        raise ConfigError("give a recipe YAML (or --resume RUN_DIR)", hint="see recipes/sft-lora.yaml")
+    source, overrides = recipe_source(recipe, overrides, resume, "recipes/sft-lora.yaml")
     from tailorlm.cli._search import is_search_run, search_command
 
     if search is not None or (resume is not None and is_search_run(resume)):
         search_command(
-            recipe,
+            None if resume is not None and source == resume / "config.yaml" else str(source),
             search,
             overrides,
             trials=trials,
@@ -96,21 +60,8 @@ def sft(
             keep_checkpoints=keep_checkpoints,
         )
         return
-    source = Path(recipe) if recipe else resume / "config.yaml"
     cfg = load_config(SFTRecipe, source, overrides)
-
-    datasets.disable_progress_bars()
-    hf_logging.set_verbosity_error()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+    progress = training_progress()
     if run_dir is not None:
         # One process started by `--launcher accelerate`: train inside the launcher's run; rank 0 shows progress.
         from tailorlm.train.launch import process_rank, run_worker
@@ -119,7 +70,7 @@ def sft(
             run_worker(cfg, run_dir, resume=resume is not None)
             return
         with progress:
-            run_worker(cfg, run_dir, resume=resume is not None, callbacks=[_progress_callback(progress)])
+            run_worker(cfg, run_dir, resume=resume is not None, callbacks=[progress_callback(progress)])
         return
     if launcher is not None:
         from tailorlm.train.launch import launch_sft
@@ -144,7 +95,7 @@ def sft(
                 cfg.name, root=runs_root, config=cfg, seed=cfg.training.seed, parent=cfg.system, kind="sft"
             )
         with run, progress:
-            fit(cfg, run, resume=resume is not None, callbacks=[_progress_callback(progress)])
+            fit(cfg, run, resume=resume is not None, callbacks=[progress_callback(progress)])
 
     m = json.loads((run.path / "metrics.json").read_text(encoding="utf-8"))
     table = Table(title=f"sft · {escape(cfg.strategy.method)} · run {escape(run.id)}")
@@ -152,10 +103,10 @@ def sft(
         table.add_column(column, overflow="fold")
     table.add_row(
         str(m.get("steps")),
-        _fmt(m.get("train_loss")),
-        _fmt(m.get("eval_loss")),
-        _fmt(m.get("tokens_per_s"), ".1f"),
-        _fmt(m.get("peak_rss_mb"), ".0f"),
+        fmt(m.get("train_loss")),
+        fmt(m.get("eval_loss")),
+        fmt(m.get("tokens_per_s"), ".1f"),
+        fmt(m.get("peak_rss_mb"), ".0f"),
         escape(str(run.artifacts / "system.yaml")),
     )
     console.print(table)

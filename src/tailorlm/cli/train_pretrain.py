@@ -7,13 +7,12 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tailorlm.cli._common import console, err_console
+from tailorlm.cli._common import console
+from tailorlm.cli._training import fmt, progress_callback, recipe_source, training_progress
 from tailorlm.core.config import load_config
 from tailorlm.core.run import Run
-from tailorlm.errors import ConfigError
 
 
 def pretrain(
@@ -26,34 +25,11 @@ def pretrain(
 
     Prints held-out perplexity before → after, the canaries, and the System's path.
     """
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    from tailorlm.cli.train import _fmt, _progress_callback
     from tailorlm.train.pretrain import PretrainRecipe, fit
 
-    overrides = list(overrides or [])
-    # With --resume the recipe may be left out, and the first positional argument is then an override.
-    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
-        overrides.insert(0, recipe)
-        recipe = None
-    if recipe is None and resume is None:
-        raise ConfigError("give a recipe YAML (or --resume RUN_DIR)", hint="see recipes/pretrain-lora.yaml")
-    source = Path(recipe) if recipe else resume / "config.yaml"
+    source, overrides = recipe_source(recipe, overrides, resume, "recipes/pretrain-lora.yaml")
     cfg = load_config(PretrainRecipe, source, overrides)
-
-    datasets.disable_progress_bars()
-    hf_logging.set_verbosity_error()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+    progress = training_progress()
     if resume is not None:
         run = Run.reopen(resume)
     else:
@@ -61,7 +37,7 @@ def pretrain(
             cfg.name, root=runs_root, config=cfg, seed=cfg.training.seed, parent=cfg.system, kind="pretrain"
         )
     with run, progress:
-        fit(cfg, run, resume=resume is not None, callbacks=[_progress_callback(progress)])
+        fit(cfg, run, resume=resume is not None, callbacks=[progress_callback(progress)])
 
     m = json.loads((run.path / "metrics.json").read_text(encoding="utf-8"))
     # One row per metric: the before → after pairs stay readable in a narrow terminal.
@@ -69,7 +45,7 @@ def pretrain(
     table.add_column("metric")
     table.add_column("value", overflow="fold")
     table.add_row("steps", str(m.get("steps")))
-    table.add_row("train loss", _fmt(m.get("train_loss")))
+    table.add_row("train loss", fmt(m.get("train_loss")))
     if ppl := m.get("perplexity"):
         change = ppl["after"] / ppl["before"] - 1
         held = f"{ppl['tokens']} tokens, {ppl['blocks']} blocks"
@@ -79,8 +55,8 @@ def pretrain(
     if c := m.get("canaries"):
         verdict = "[green]ok[/]" if c.get("promotable", True) else f"[red]forgetting: over max_drop {c['max_drop']}[/]"
         table.add_row("canaries", f"{c['before']:.3f} → {c['after']:.3f} (drop {c['drop']:+.3f}) {verdict}")
-    table.add_row("tokens/s", _fmt(m.get("tokens_per_s"), ".1f"))
-    table.add_row("peak RSS MB", _fmt(m.get("peak_rss_mb"), ".0f"))
+    table.add_row("tokens/s", fmt(m.get("tokens_per_s"), ".1f"))
+    table.add_row("peak RSS MB", fmt(m.get("peak_rss_mb"), ".0f"))
     table.add_row("System", escape(str(run.artifacts / "system.yaml")))
     console.print(table)
     console.print(f"use it: tailor generate --system {escape(str(run.artifacts))} 'your text'", highlight=False)

@@ -23,6 +23,7 @@ import numpy as np
 
 from tailorlm.core.run import Run
 from tailorlm.core.system import AdapterSpec, HeadSpec, System
+from tailorlm.models.device import training_bf16
 from tailorlm.train.heads.calibration import calibration_report, fit_temperature
 from tailorlm.train.heads.config import HeadRecipe
 from tailorlm.train.heads.data import Examples, infer_labels, label_ids, load_examples
@@ -158,6 +159,7 @@ def build_trainer(recipe: HeadRecipe, run: Run, callbacks: Sequence[Any] = ()) -
     eval_ds = _tokenized(tokenizer, held_out.texts, y_eval, t.max_length) if held_out is not None else None
 
     periodic_eval = eval_ds is not None and t.eval_steps is not None
+    bf16 = training_bf16(t.precision)
     args = TrainingArguments(
         output_dir=str(run.path / "checkpoints"),
         learning_rate=recipe.learning_rate,
@@ -172,8 +174,8 @@ def build_trainer(recipe: HeadRecipe, run: Run, callbacks: Sequence[Any] = ()) -
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=t.bf16,
-        use_cpu=t.bf16 and not torch.cuda.is_available(),  # transformers refuses CPU bf16 without it
+        bf16=bf16,
+        use_cpu=bf16 and not torch.cuda.is_available(),  # transformers refuses CPU bf16 without it
         # Rows of similar length share a batch: far less padding, the main cost of short texts on a CPU.
         train_sampling_strategy="group_by_length",
         logging_steps=1,
