@@ -89,7 +89,37 @@ def sst2() -> None:
     _yaml(out / "programs" / "semantic-few-shot.yaml", head, semantic)
 
 
+def sst2_ladder() -> None:
+    """The classification ladder example: the same 200 dev sentences as examples/sst2, and 2,000 train sentences.
+
+    Records are canonical eval records whose metadata names the label set, so `accuracy` maps a generated answer
+    ("Sentiment: positive.") to a label, as it does for a head's label.
+    """
+
+    def read(name: str) -> list[tuple[str, str]]:
+        rows = []
+        for line in (DATA / "sst" / name).read_text(encoding="utf-8").splitlines():
+            text, label = line.rsplit("\t", 1)
+            rows.append((text, "positive" if label.strip() == "1" else "negative"))
+        return rows
+
+    labels = ["negative", "positive"]
+    dev, train = read("sst2_dev.tsv"), read("sst2_train.tsv")
+    rng = random.Random(0)
+    sample = sorted(rng.sample(range(len(dev)), 200))  # the draw of sst2(): the same 200 sentences
+    out = ROOT / "examples" / "sst2-ladder"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def record(prefix: str, i: int, row: tuple[str, str]) -> dict:
+        return {"id": f"{prefix}-{i}", "input": row[0], "reference": row[1], "metadata": {"labels": labels}}
+
+    _jsonl(out / "eval.jsonl", [record("sst2-dev", i, dev[i]) for i in sample])
+    picked = sorted(random.Random(1).sample(range(len(train)), 2000))
+    _jsonl(out / "train.jsonl", [record("sst2-train", i, train[i]) for i in picked])
+
+
 if __name__ == "__main__":
     gsm8k()
     sst2()
-    print("wrote examples/gsm8k and examples/sst2")
+    sst2_ladder()
+    print("wrote examples/gsm8k, examples/sst2 and examples/sst2-ladder")

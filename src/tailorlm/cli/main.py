@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tailorlm import __version__
-from tailorlm.cli import data, demo, generate, prompt, rag, report, runs, train
+from tailorlm.cli import data, demo, generate, init, ladder, prompt, rag, report, runs, train
 from tailorlm.cli import eval as eval_cli
 from tailorlm.cli._common import TailorGroup
 
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.command("generate")(generate.generate)
 app.command("chat")(generate.chat)
 app.command("demo")(demo.demo)
+app.command("init")(init.init)
+app.command("ladder")(ladder.ladder)
 app.command("report")(report.report)
 app.command("merge")(train.merge)
 app.add_typer(data.app, name="data")

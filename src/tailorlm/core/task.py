@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from tailorlm.core.config import StrictModel, load_config
+from tailorlm.ladder.config import LadderConfig
 from tailorlm.models.engines.base import GenerationParams
 
 
@@ -99,6 +100,7 @@ class Task(StrictModel):
     canaries: CanarySpec = Field(default_factory=CanarySpec)
     budgets: BudgetSpec = Field(default_factory=BudgetSpec)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
+    ladder: LadderConfig = Field(default_factory=LadderConfig, description="What `tailor ladder` runs (optional).")
     seed: int = Field(0, description="Seed for shuffles, bootstrap resampling and sampling.")
     base_dir: str | None = Field(None, description="Set on load: the folder of task.yaml (paths resolve here).")
 

@@ -9,8 +9,12 @@ a point (docs/rag.md has the figures).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from tailorlm.core.io import atomic_directory, atomic_write_json, exclusive_lock
@@ -42,11 +46,30 @@ def onnx_model_path(encoder_folder: Path, *, int8: bool = True) -> Path:
     with exclusive_lock(target):
         if (target / _MARKER).is_file():
             return target / name
-        with atomic_directory(target) as tmp:
+        # The exporter's tracer warnings and onnxruntime's pre-processing advice are about generic graphs, not
+        # this encoder (the export is tested against the torch model): keep them off the user's terminal.
+        with atomic_directory(target) as tmp, warnings.catch_warnings(), _quiet_root_logger():
+            warnings.simplefilter("ignore")
             _export(encoder_folder, tmp / "model.onnx")
             _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
             atomic_write_json(tmp / _MARKER, {"source": str(encoder_folder), "fingerprint": key})
     return target / name
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # onnxruntime's quantizer calls ``logging.warning``, which would install a root handler (basicConfig) that then
+    # prints every INFO record of the process to stderr; a NullHandler for the duration prevents that.
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)
 
 
 def _export(encoder_folder: Path, out: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +34,13 @@ def make_sft_records(
     no_oracle: Literal["reference", "abstain"] = "reference",
     seed: int = 0,
     depth: int = 20,
+    render: Callable[[RetrievalQuery], str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Records in OpenAI chat format, plus counts (written, with_oracle, skipped for lack of a gold passage)."""
+    """Records in OpenAI chat format, plus counts (written, with_oracle, skipped for lack of a gold passage).
+
+    ``render(query)`` is the question as the System will show it (e.g. through the task's input template); the
+    retrieval itself always uses the raw question, as the RAG System does at inference.
+    """
     spec = spec or RetrieverSpec(index="unused")
     rng = random.Random(seed)
     records: list[dict[str, Any]] = []
@@ -63,7 +68,7 @@ def make_sft_records(
         records.append(
             {
                 "messages": [
-                    {"role": "user", "content": build_input(spec, q.question, shown)},
+                    {"role": "user", "content": build_input(spec, render(q) if render else q.question, shown)},
                     {"role": "assistant", "content": answer},
                 ],
                 "metadata": {

@@ -78,7 +78,7 @@ def test_registry_names_and_metric_shape() -> None:
     from tailorlm.eval.metrics import METRIC_NAMES, get_metric
 
     expected = {"exact_match", "f1", "accuracy", "macro_f1", "micro_f1", "bleu", "chrf", "rouge1", "rouge2", "rougeL"}
-    assert expected | {"numeric_match", "json_valid", "json_schema"} == set(METRIC_NAMES)
+    assert expected | {"numeric_match", "json_valid", "json_schema", "contains_answer"} == set(METRIC_NAMES)
     for name in METRIC_NAMES:
         m = get_metric(name)
         assert m.name == name and m.higher_is_better
@@ -110,3 +110,20 @@ def test_missing_reference_is_a_data_error() -> None:
         compute_metrics(["exact_match"], ["a", "b"], ["a", None])
     with pytest.raises(DataError, match="2 predictions but 1 references"):
         compute_metrics(["f1"], ["a", "b"], ["a"])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("pred", "refs", "expected"),
+    [
+        ("The Panthers gave up 308 points.", ["308"], 1.0),  # inside a sentence
+        ("They gave up 3080 points", ["308"], 0.0),  # whole words only
+        ("It was the Denver Broncos!", ["Denver Broncos"], 1.0),  # punctuation and articles normalized
+        ("no idea", ["Rollo", "duke Rollo"], 0.0),
+        ("anything", [""], 0.0),  # an empty reference matches nothing
+    ],
+)
+def test_contains_answer(pred: str, refs: list[str], expected: float) -> None:
+    from tailorlm.eval.metrics import contains_answer
+
+    assert contains_answer(pred, refs) == expected

@@ -36,7 +36,7 @@ from tailorlm.eval.metrics.classification import (
 )
 from tailorlm.eval.metrics.cost import summarize_latency, summarize_tokens, tokens_per_second
 from tailorlm.eval.metrics.math import extract_gsm8k_answer, extract_last_number, numeric_match, parse_number
-from tailorlm.eval.metrics.qa import exact_match, normalize_answer, token_f1
+from tailorlm.eval.metrics.qa import contains_answer, exact_match, normalize_answer, token_f1
 from tailorlm.eval.metrics.structured import extract_json, json_schema_valid, json_valid
 from tailorlm.eval.metrics.text import SacrebleuCorpus, bleu, chrf, perplexity_from_nll, rouge, rouge_mean
 
@@ -190,6 +190,11 @@ _BUILDERS: dict[str, Callable[..., Metric]] = {
     "f1": lambda: Metric(
         "f1", per_example=lambda p, r, e: token_f1(p, _refs_list(r)), description="SQuAD token F1, best reference"
     ),
+    "contains_answer": lambda: Metric(
+        "contains_answer",
+        per_example=lambda p, r, e: contains_answer(p, _refs_list(r)),
+        description="a reference appears as whole words in the prediction (lenient QA match)",
+    ),
     "accuracy": _build_accuracy,
     "macro_f1": lambda labels=None: _build_f1("macro_f1", labels),
     "micro_f1": lambda labels=None: _build_f1("micro_f1", labels),
@@ -287,6 +292,7 @@ __all__ = [
     "classification_report",
     "compute_metrics",
     "confusion_matrix",
+    "contains_answer",
     "exact_match",
     "extract_gsm8k_answer",
     "extract_json",

@@ -70,3 +70,18 @@ def exact_match(pred: str, refs: str | Sequence[str]) -> float:
 def token_f1(pred: str, refs: str | Sequence[str]) -> float:
     """Bag-of-tokens F1 between the normalized prediction and the best-matching reference (SQuAD v1.1)."""
     return _max_over_refs(_f1, pred, refs)
+
+
+def _contains(pred: str, ref: str) -> float:
+    ref_n = normalize_answer(ref)
+    return float(bool(ref_n) and f" {ref_n} " in f" {normalize_answer(pred)} ")
+
+
+def contains_answer(pred: str, refs: str | Sequence[str]) -> float:
+    """1.0 if a normalized reference appears, as whole words, inside the normalized prediction.
+
+    The lenient match of generative open-domain QA ("has answer": Mallen et al. 2023, PopQA; Asai et al. 2024,
+    Self-RAG): it credits a right answer inside a sentence, which token F1 and exact match punish for verbosity.
+    Report it next to F1, not instead of it: a prediction that lists every candidate also contains the answer.
+    """
+    return _max_over_refs(_contains, pred, refs)

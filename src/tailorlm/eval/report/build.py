@@ -149,6 +149,7 @@ class Table(BaseModel):
     columns: list[str]
     rows: list[list[str]]
     note: str | None = None
+    lead: bool = Field(False, description="Draw it first, before the runs (a producer's summary), not last.")
 
 
 class Report(BaseModel):
@@ -340,8 +341,14 @@ def _best(values: Sequence[float | None], higher_is_better: bool) -> list[int]:
 # --- sections ------------------------------------------------------------------------------------------------
 
 
-def _labels(infos: Sequence[RunInfo], metrics: Sequence[dict[str, Any]]) -> list[str]:
-    base = [str(m.get("system") or info.name or info.id) for info, m in zip(infos, metrics, strict=True)]
+def _labels(
+    infos: Sequence[RunInfo], metrics: Sequence[dict[str, Any]], given: Sequence[str] | None = None
+) -> list[str]:
+    base = (
+        [str(g) for g in given]
+        if given is not None
+        else [str(m.get("system") or info.name or info.id) for info, m in zip(infos, metrics, strict=True)]
+    )
     # Two evals of the same system (say, before and after a fix) must stay apart in legends.
     return [f"{b} #{i + 1}" if base.count(b) > 1 else b for i, b in enumerate(base)]
 
@@ -478,19 +485,23 @@ def build_report(
     title: str | None = None,
     n_examples: int = 10,
     seed: int = 0,
+    labels: Sequence[str] | None = None,
 ) -> Report:
     """Read eval runs (ids, prefixes, names, paths or ``latest``) into a ``Report``; the first run is the baseline.
 
-    Raises ``RunError`` for an unknown run, ``TailorError`` for a run without ``metrics.json`` or with a malformed
-    ``predictions.jsonl`` (naming the file and line).
+    ``labels`` names the runs in tables and legends (default: each run's system name); the ladder passes rung
+    titles. Raises ``RunError`` for an unknown run, ``TailorError`` for a run without ``metrics.json`` or with a
+    malformed ``predictions.jsonl`` (naming the file and line).
     """
     if not refs:
         raise TailorError("a report needs at least one run")
+    if labels is not None and len(labels) != len(refs):
+        raise TailorError(f"{len(labels)} labels for {len(refs)} runs")
     infos = [load_run(r, root) for r in refs]
     metrics = [_read_metrics(i) for i in infos]
     preds = [read_predictions(i.path / "predictions.jsonl") if (i.path / "predictions.jsonl").is_file() else None
              for i in infos]  # fmt: skip
-    labels = _labels(infos, metrics)
+    labels = _labels(infos, metrics, labels)
 
     warnings = []
     runs = []

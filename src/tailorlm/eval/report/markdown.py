@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from tailorlm.eval.report.build import Report, fmt_diff, fmt_estimate, fmt_num, version_rows
+from tailorlm.eval.report.build import Report, Table, fmt_diff, fmt_estimate, fmt_num, version_rows
 from tailorlm.eval.report.charts import Chart
 
 COST_HEADER = (
@@ -48,6 +48,7 @@ def render_markdown(report: Report, charts: Sequence[Chart] = ()) -> str:
     if r.warnings:
         out.append("")
 
+    out += _sections([s for s in r.sections if s.lead])
     out += ["## Runs", ""]
     out += _table(
         ["#", "label", "run id", "system", "task", "status", "n"],
@@ -143,9 +144,15 @@ def render_markdown(report: Report, charts: Sequence[Chart] = ()) -> str:
             )
         out += ["Full texts: report.html.", ""]
 
-    for s in r.sections:
+    out += _sections([s for s in r.sections if not s.lead])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _sections(sections: Sequence[Table]) -> list[str]:
+    out: list[str] = []
+    for s in sections:
         out += [f"## {cell(s.title)}", ""]
         if s.note:
             out += [cell(s.note), ""]
         out += _table(s.columns, [[cell(c) for c in row] for row in s.rows])
-    return "\n".join(out).rstrip() + "\n"
+    return out

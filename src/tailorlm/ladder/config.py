@@ -1,0 +1,113 @@
+"""How the ladder climbs a task: the ``ladder:`` block of ``task.yaml`` (every key optional, unknown keys an error).
+
+    ladder:
+      rungs: [zero-shot, few-shot, rag, rag-lora]   # default: every rung the task's data allows
+      eval_limit: 60                                 # score rungs on the first N eval examples
+      few_shot: {k: 3}
+      rag: {top_k: 3}
+      sft: {max_records: 160, epochs: 1}
+
+``--quick`` swaps in ``QUICK`` (a smoke run in a few minutes: the same rungs on a sliver of the data).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tailorlm.core.config import StrictModel
+
+
+class FewShotRungConfig(StrictModel):
+    k: int = Field(4, ge=1, description="Demonstrations per question.")
+    pool: int = Field(200, ge=1, description="Training records the demonstrations are chosen from.")
+    selection: Literal["fixed", "random", "semantic", "mmr"] = Field(
+        "semantic", description="How demonstrations are picked per question (docs/few-shot-selection.md)."
+    )
+
+
+class ChainOfThoughtRungConfig(StrictModel):
+    trigger: str = Field("Let's think step by step.", description="Reasoning trigger after the question.")
+    max_new_tokens: int = Field(256, ge=8, description="Room for the reasoning chain.")
+
+
+class OptimizeRungConfig(StrictModel):
+    budget: int = Field(6, ge=1, description="Candidate prompt programs scored on the dev split.")
+    k: int = Field(4, ge=0, description="Demonstrations per candidate.")
+    pool_size: int = Field(40, ge=0, description="Training records used as the demonstration pool.")
+    dev_size: int = Field(40, ge=1, description="Training records that rank candidates (never the eval set).")
+
+
+class RagRungConfig(StrictModel):
+    top_k: int = Field(3, ge=1, description="Passages retrieved per question.")
+    mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Which signals rank the passages.")
+    chunk_tokens: int | None = Field(None, ge=16, description="Max tokens per chunk; default: the index's.")
+
+
+class SftRungConfig(StrictModel):
+    method: str = Field("lora", description="Parameter strategy (docs/fine-tuning.md): lora, dora, full, …")
+    max_records: int | None = Field(None, ge=1, description="Train on at most N training records (seeded sample).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training records.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float | None = Field(None, gt=0, description="None: the method's default.")
+    max_length: int = Field(1024, ge=32, description="Rows longer than this many tokens are dropped.")
+
+
+class HeadRungConfig(StrictModel):
+    method: str = Field("lora", description="Parameter strategy of the backbone: lora, dora, ia3, full, freeze.")
+    max_records: int | None = Field(None, ge=1, description="Train on at most N training records (seeded sample).")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(128, ge=4, description="Inputs are cut to this many tokens.")
+    learning_rate: float | None = Field(None, gt=0, description="None: the method's default (docs/heads.md).")
+
+
+class RaftRungConfig(StrictModel):
+    distractors: int = Field(2, ge=0, description="Retrieved non-gold passages per training record.")
+    p_oracle: float = Field(0.8, ge=0, le=1, description="Share of records that include the gold passage.")
+
+
+class LadderConfig(StrictModel):
+    """What the ladder runs and how big each rung is."""
+
+    rungs: list[str] | None = Field(None, description="Rungs to run, in order; None: every applicable rung.")
+    eval_limit: int | None = Field(None, ge=1, description="Score on the first N eval examples (all: None).")
+    batch_size: int = Field(8, ge=1, description="Questions per generation batch.")
+    canary_limit: int | None = Field(100, ge=1, description="Canary items scored per model (None: all 300).")
+    few_shot: FewShotRungConfig = Field(default_factory=FewShotRungConfig)
+    chain_of_thought: ChainOfThoughtRungConfig = Field(default_factory=ChainOfThoughtRungConfig)
+    optimize: OptimizeRungConfig = Field(default_factory=OptimizeRungConfig)
+    rag: RagRungConfig = Field(default_factory=RagRungConfig)
+    sft: SftRungConfig = Field(default_factory=SftRungConfig)
+    raft: RaftRungConfig = Field(default_factory=RaftRungConfig)
+    head: HeadRungConfig = Field(default_factory=HeadRungConfig)
+
+
+# A smoke run of the same rungs: enough to see every rung build, score and report, in about three minutes on a
+# 2-core CPU with the default model. Its figures are noise; it says so in the report.
+QUICK_OVERRIDES: dict[str, object] = {
+    "eval_limit": 8,  # one batch: the plan's calibration batch is the whole eval, so nothing is generated twice
+    "canary_limit": 10,
+    "few_shot": {"k": 2, "pool": 32},
+    "optimize": {"budget": 2, "pool_size": 8, "dev_size": 8},
+    "rag": {"top_k": 2},
+    "raft": {"distractors": 1},
+    "sft": {"max_records": 16, "max_steps": 4},
+    "head": {"max_records": 64, "max_steps": 4},
+}
+
+
+def quick(config: LadderConfig) -> LadderConfig:
+    """``config`` shrunk to a smoke run (``--quick``); the rung list is kept."""
+    data = config.model_dump()
+    for key, value in QUICK_OVERRIDES.items():
+        if isinstance(value, dict):
+            data[key] = {**data[key], **value}
+        elif key.endswith("_limit") and isinstance(value, int) and data[key] is not None:
+            data[key] = min(data[key], value)
+        else:
+            data[key] = value
+    return LadderConfig.model_validate(data)

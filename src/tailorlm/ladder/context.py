@@ -1,0 +1,225 @@
+"""What the rungs of one ladder share: the task, its settings, one loaded engine, the index, the training path.
+
+Sharing is what keeps a ladder affordable on a CPU: the base model is loaded once for every prompt and RAG rung,
+the documents are embedded once for every RAG rung, and the training examples are read once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tailorlm.core.io import atomic_write_json
+from tailorlm.core.run import Run
+from tailorlm.core.system import System
+from tailorlm.core.task import Task
+from tailorlm.eval.examples import Example
+from tailorlm.ladder.config import LadderConfig
+from tailorlm.ladder.rungs import Built
+
+# A context manager that shows training progress and yields the Trainer callbacks that drive it.
+TrainingDisplay = Callable[[], AbstractContextManager[list[Any]]]
+
+
+@contextlib.contextmanager
+def _no_display() -> Iterator[list[Any]]:
+    yield []
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), so that the next rung's peak
+    resident memory is its own and not what an earlier rung's tensors left in the allocator."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: peaks may include memory an earlier rung freed
+
+
+@dataclass
+class IndexBuild:
+    location: Path
+    seconds: float  # what building it cost, the first time (reused builds report the original figure)
+    chunks: int
+
+
+@dataclass
+class LadderContext:
+    task: Task
+    config: LadderConfig
+    model: str
+    dir: Path
+    progress: bool = True
+    training_display: TrainingDisplay | None = None
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)  # training rows per rung
+    _engine: tuple[str, Any] | None = field(default=None, repr=False)
+    _index: IndexBuild | None = field(default=None, repr=False)
+    _train_examples: list[Example] | None = field(default=None, repr=False)
+
+    # --- engines -----------------------------------------------------------------------------------------------
+
+    def engine_for(self, system: System) -> Any:
+        """One engine at a time, reused by every System with the same weights (prompt and retriever differ)."""
+        from tailorlm.models.build import build_engine
+
+        key = json.dumps(
+            [system.model, [a.model_dump(mode="json") for a in system.adapters], system.engine,
+             system.engine_options.model_dump(mode="json"), system.head is not None],
+            sort_keys=True,
+        )  # fmt: skip
+        if self._engine is not None and self._engine[0] == key:
+            return self._engine[1]
+        self.release_engine()
+        engine = build_engine(system, batch_size=self.config.batch_size)
+        self._engine = (key, engine)
+        return engine
+
+    def release_engine(self) -> None:
+        if self._engine is not None:
+            self._engine = None
+        release_memory()
+
+    # --- data --------------------------------------------------------------------------------------------------
+
+    def train_examples(self) -> list[Example]:
+        """The training records read as the eval set is read (input through the task's template, references).
+
+        Chat records (OpenAI, ShareGPT, Alpaca) count too: the first user turn is the input, as the user wrote it,
+        and the last assistant turn the reference.
+        """
+        if self._train_examples is None:
+            from tailorlm.data.load import load_dataset
+            from tailorlm.eval.examples import build_examples
+
+            assert self.task.train is not None
+            spec = self.task.train
+            path = self.task.resolve(spec.path)
+            # Detected over every format, as the preflight does: eval-style rows carry ids and doc_ids.
+            detected = load_dataset(path, spec.format, extra="ignore")  # type: ignore[arg-type]
+            if detected.kind == "chat":
+                self._train_examples = _chat_examples(detected.records)
+            else:
+                train_task = self.task.model_copy(update={"eval": spec})
+                self._train_examples, _ = build_examples(train_task)
+        return self._train_examples
+
+    def index(self) -> IndexBuild:
+        """The task's documents, ingested once into ``<ladder>/index`` (incremental: unchanged documents are kept)."""
+        if self._index is not None:
+            return self._index
+        from tailorlm.rag.index import Index, IndexConfig
+        from tailorlm.rag.ingest import ingest
+        from tailorlm.rag.readers import ReaderOptions
+
+        docs = self.task.documents
+        assert docs is not None
+        location = self.dir / "index"
+        record = self.dir / "index.json"
+        config = IndexConfig()
+        if self.config.rag.chunk_tokens:
+            config.chunking.max_tokens = self.config.rag.chunk_tokens
+            config = IndexConfig.model_validate(config.model_dump())
+        start = time.perf_counter()
+        idx = Index.open(str(location), config, create=True)
+        try:
+            options = ReaderOptions(include=list(docs.include), exclude=list(docs.exclude))
+            report = ingest(idx, self.task.resolve(docs.path), options=options, sync=True, progress=self.progress)
+        finally:
+            idx.close()
+        seconds = time.perf_counter() - start
+        previous = json.loads(record.read_text()) if record.is_file() else None
+        if report.added or report.updated or report.deleted or previous is None:
+            atomic_write_json(record, {"seconds": seconds, "chunks": report.chunks})
+        else:
+            seconds = float(previous["seconds"])  # reused: the build cost is what it cost to build
+        self._index = IndexBuild(location=location, seconds=seconds, chunks=int(report.chunks))
+        return self._index
+
+    # --- training ----------------------------------------------------------------------------------------------
+
+    def sft_recipe(self, name: str, data: Path, *, max_steps: int | None = None) -> Any:
+        """The SFT recipe of a training rung (``max_steps`` and no canaries: the plan's calibration run)."""
+        from tailorlm.core.task import TrainingCanarySpec
+        from tailorlm.train.sft.config import DataSpec, SFTRecipe, Strategy, Training
+
+        cfg = self.config.sft
+        steps = max_steps or cfg.max_steps
+        return SFTRecipe(
+            name=f"ladder-{name}",
+            model=self.model,
+            data=DataSpec(path=str(data)),
+            eval_fraction=0.0,  # the ladder's eval set judges the result; a dev split would only cost time
+            strategy=Strategy(method=cfg.method),  # type: ignore[arg-type]
+            training=Training(
+                epochs=cfg.epochs, max_steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                max_length=cfg.max_length, seed=self.task.seed,
+                # checkpoints a killed ladder resumes from: about four per training
+                save_steps=max(1, steps // 4) if steps else 25,
+            ),
+            # Whether a drop blocks a rung is the task's call (canaries.max_drop): a few dozen canary items
+            # measure a drop to within about ±0.1, so a fixed 2-point gate would block on noise.
+            canaries=TrainingCanarySpec(
+                enabled=max_steps is None, limit=self.config.canary_limit, max_drop=self.task.canaries.max_drop
+            ),
+        )  # fmt: skip
+
+    def train(self, name: str, records: list[dict[str, Any]], out: Path) -> Built:
+        """LoRA (or ``ladder.sft.method``) SFT on ``records``; a killed training resumes from its last checkpoint."""
+        from tailorlm.rag.sft_data import write_jsonl
+
+        data = write_jsonl(records, out / "train.jsonl")
+        recipe = self.sft_recipe(name, data)
+        self.release_engine()  # training loads its own copy of the model
+        from tailorlm.train.sft.recipe import fit
+
+        pointer = out / "training-run.json"
+        resume_dir = _resumable(pointer)
+        display = self.training_display or _no_display
+        if resume_dir is not None:
+            run = Run.reopen(resume_dir)
+        else:
+            run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=self.task.seed, kind="sft")
+            atomic_write_json(pointer, {"run": str(run.path)})
+        with run, display() as callbacks:
+            system = fit(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        return Built(
+            system,
+            tokens=int(metrics.get("tokens") or 0),
+            runs=[str(run.path)],
+            canaries=metrics.get("canaries"),
+            detail={"training": float(metrics.get("train_seconds") or 0.0)},
+            artifacts=[run.artifacts],
+            notes=[f"{metrics.get('steps')} steps, train loss {metrics.get('train_loss', float('nan')):.3f}"],
+        )
+
+
+def _chat_examples(records: list[Any]) -> list[Example]:
+    examples = []
+    for i, record in enumerate(records):
+        user = next((m.content for m in record.messages if m.role == "user"), None)
+        answer = next((m.content for m in reversed(record.messages) if m.role == "assistant"), None)
+        if isinstance(user, str) and isinstance(answer, str):
+            examples.append(Example(id=f"train-{i}", text=user, reference=[answer], category=None, record={}))
+    return examples
+
+
+def _resumable(pointer: Path) -> Path | None:
+    """The training run a killed ladder left behind, if it has a checkpoint to resume from."""
+    if not pointer.is_file():
+        return None
+    run_dir = Path(json.loads(pointer.read_text())["run"])
+    from tailorlm.train.sft.recipe import CHECKPOINT_DIR, latest_checkpoint
+
+    if run_dir.is_dir() and latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
+        return run_dir
+    return None
