@@ -517,6 +517,17 @@ def recommend(
                     f"{fmt_quality(fast.quality)}{vs}."
                 ),
             )
+        elif fallback := [r for r in rungs if r.promotable and r.latency is not None]:
+            # The best is not shippable and nothing shippable matches it: the fastest shippable rung, said so.
+            fast = min(fallback, key=lambda r: (r.latency, _inf(r.wall), r.order))
+            latency_pick = Pick(
+                rung=fast.name,
+                title=fast.title,
+                reason=(
+                    f"No promotable rung is statistically indistinguishable from the best; the fastest promotable "
+                    f"rung is {fast.title}: p50 {fmt_seconds(fast.latency)}; {fmt_quality(fast.quality)}."
+                ),
+            )
         else:
             latency_pick = Pick(reason="No rung indistinguishable from the best reported a p50 latency.")
 
