@@ -68,8 +68,12 @@ def ladder(
                     "recommendation": outcome.recommendation.model_dump(mode="json"),
                     "report": outcome.report.to_dict(), "wall_s": outcome.wall_s})  # fmt: skip
         return
-    console.print(_table(outcome.results, task_.primary))
+    # A log or CI console is 80 columns by default, which folds every cell of the rung table in two.
+    console.print(_table(outcome.results, task_.primary), width=None if console.is_terminal else 120)
     rec = outcome.recommendation
+    for step in rec.steps:
+        mark = "[green]pays[/]" if step.beats else "[yellow]does not pay[/]" if step.beats is False else "–"
+        console.print(f"{mark}: {escape(step.sentence)}")
     for line in _recommendation_lines(rec):
         console.print(line)
     console.print(f"report: {escape(str(outcome.report.html))}")

@@ -64,6 +64,9 @@ class LadderContext:
     _engine: tuple[str, Any] | None = field(default=None, repr=False)
     _index: IndexBuild | None = field(default=None, repr=False)
     _train_examples: list[Example] | None = field(default=None, repr=False)
+    # Seconds this process spent on shared work (the index): the runner takes them out of the rung that happened
+    # to trigger it and counts Built.shared_s in each rung that uses it instead.
+    shared_spent_s: float = 0.0
 
     # --- engines -----------------------------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class LadderContext:
         finally:
             idx.close()
         seconds = time.perf_counter() - start
+        self.shared_spent_s += seconds
         previous = json.loads(record.read_text()) if record.is_file() else None
         if report.added or report.updated or report.deleted or previous is None:
             atomic_write_json(record, {"seconds": seconds, "chunks": report.chunks})

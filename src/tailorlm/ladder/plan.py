@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tailorlm.core.io import atomic_write_json
@@ -119,11 +120,10 @@ class Calibration:
 
         from tailorlm.core.run import Run
         from tailorlm.ladder.runner import PeakMemory
-        from tailorlm.rag.sft_data import write_jsonl
 
         records = rung.training_records(self.ctx)
         out = self.dir / rung.name
-        data = write_jsonl(records, out / "train.jsonl")
+        data = rung.write_training_data(records, out / "train.jsonl")
         # A smoke run trains for a handful of steps: one warm-up and one timed step are enough to price it.
         max_steps = self.ctx.config.head.max_steps if rung.name == "head" else self.ctx.config.sft.max_steps
         steps = 2 if (max_steps or 99) <= 2 * CALIBRATION_STEPS else CALIBRATION_STEPS
@@ -215,7 +215,10 @@ def make_plan(ctx: LadderContext, rungs: list[Rung], *, console: Console) -> dic
             release_memory()
             console.print(f"[dim]  {rung.title}: calibrated in {time.perf_counter() - t_rung:.0f} s[/]")
         except Exception as err:
+            # The rung itself will run (and fail there with its traceback, if the error is real); only its
+            # estimate is missing.
             errors[rung.name] = f"{type(err).__name__}: {err}"
+            console.print(f"[yellow]  {rung.title}: could not be calibrated ({escape(errors[rung.name])})[/]")
     ctx.release_engine()
     console.print(f"[dim]calibrated in {time.perf_counter() - t0:.0f} s[/]")
     # The index is built during the plan (prompt lengths need it); later RAG rungs find it unchanged.

@@ -79,6 +79,9 @@ class Step(BaseModel):
     below: str | None = Field(None, description="The rung compared against; None when none below it completed.")
     paired: Paired | None = Field(None, description="rung − below on the primary metric.")
     beats: bool | None = Field(None, description="The CI excludes 0 in the better direction; None: not compared.")
+    secondary: dict[str, Paired] = Field(
+        default_factory=dict, description="rung − below on each other per-example metric of the task."
+    )
     sentence: str
 
 
@@ -170,6 +173,8 @@ class _Rung:
     quality: Quality
     scores: dict[str, float] | None  # example id -> primary score, in eval-set order; None: cannot be paired
     why_unpaired: str | None = None
+    # The task's other metrics, example id -> score: a step verdict reports them next to the primary one.
+    secondary: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -224,21 +229,25 @@ def _quality(run: RungResult, primary: str, metrics_json: dict[str, Any]) -> Qua
     return None
 
 
-def _scores(run: RungResult, primary: str) -> tuple[dict[str, float] | None, str | None]:
-    """Per-example primary scores from the eval run's predictions.jsonl, or None and why not."""
+def _scores(run: RungResult, primary: str) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Per-example scores of every metric from the eval run's predictions.jsonl, and why the primary is missing."""
     if not run.eval_run:
-        return None, "it has no eval run"
+        return {}, "it has no eval run"
     path = Path(run.eval_run) / "predictions.jsonl"
     if not path.is_file():
-        return None, f"{path} is missing"
+        return {}, f"{path} is missing"
     try:
         records = read_predictions(path)
     except TailorError as err:
-        return None, str(err)
-    scores = {r["id"]: r["scores"][primary] for r in records if primary in r["scores"]}
-    if not scores:
-        return None, f"its predictions.jsonl has no per-example {primary} scores (a corpus-level metric?)"
-    return scores, None
+        return {}, str(err)
+    by_metric: dict[str, dict[str, float]] = {}
+    for r in records:
+        for metric, value in r["scores"].items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                by_metric.setdefault(metric, {})[r["id"]] = float(value)
+    if primary not in by_metric:
+        return by_metric, f"its predictions.jsonl has no per-example {primary} scores (a corpus-level metric?)"
+    return by_metric, None
 
 
 def _higher_is_better(primary: str, metrics_jsons: Sequence[dict[str, Any]]) -> bool:
@@ -272,19 +281,26 @@ class _Pairer:
             self.cache[key] = self._compute(a, b)
         return self.cache[key]
 
+    def metric(self, a: _Rung, b: _Rung, metric: str) -> Paired | None:
+        """``a − b`` on one of the task's other metrics (not cached: only the step verdicts ask)."""
+        return self._paired(a.secondary.get(metric), b.secondary.get(metric), b.name)
+
     def _compute(self, a: _Rung, b: _Rung) -> Paired | None:
         if a.name == b.name:
             return Paired(other=b.name, diff=0.0, low=0.0, high=0.0, p_value=1.0)
-        if a.scores is None or b.scores is None:
+        return self._paired(a.scores, b.scores, b.name)
+
+    def _paired(self, a: Mapping[str, float] | None, b: Mapping[str, float] | None, other: str) -> Paired | None:
+        if a is None or b is None:
             return None
         # In a's eval-set order, so the resampling (and hence the interval) is deterministic for a given seed.
-        ids = [i for i in a.scores if i in b.scores]
+        ids = [i for i in a if i in b]
         if not ids:
             return None
-        xa = np.array([a.scores[i] for i in ids], dtype=np.float64)
-        xb = np.array([b.scores[i] for i in ids], dtype=np.float64)
+        xa = np.array([a[i] for i in ids], dtype=np.float64)
+        xb = np.array([b[i] for i in ids], dtype=np.float64)
         s = paired_bootstrap(xa, xb, n_resamples=N_BOOTSTRAP, confidence=CONFIDENCE, seed=self.seed)
-        return Paired(other=b.name, diff=s["diff"], low=s["low"], high=s["high"], p_value=s["p_value"])
+        return Paired(other=other, diff=s["diff"], low=s["low"], high=s["high"], p_value=s["p_value"])
 
 
 def _contains_zero(d: Paired) -> bool:
@@ -388,8 +404,9 @@ def recommend(
         if q is None:
             ignored.append(Ignored(rung=r.name, title=r.title, status=r.status, why=f"no {primary} figure"))
             continue
-        scores, why = _scores(r, primary)
-        rungs.append(_Rung(result=r, order=order, quality=q, scores=scores, why_unpaired=why))
+        by_metric, why = _scores(r, primary)
+        scores = by_metric.pop(primary, None)
+        rungs.append(_Rung(result=r, order=order, quality=q, scores=scores, why_unpaired=why, secondary=by_metric))
         if why:
             notes.append(f"{r.title} cannot be paired with other rungs: {why}.")
     if not rungs:
@@ -508,13 +525,14 @@ def recommend(
             fast = min(timed, key=lambda r: (r.latency, _inf(r.wall), r.order))
             d = comparisons[fast.name]
             vs = "" if fast is best else f", {fmt_vs(d, best.title)}"
+            n = len(promotable_eq)
+            which = f"the fastest of the {n} {shippable}rungs" if n > 1 else f"the only {shippable}rung"
             latency_pick = Pick(
                 rung=fast.name,
                 title=fast.title,
                 reason=(
-                    f"{fast.title} is the fastest of the {len(promotable_eq)} {shippable}rungs statistically "
-                    f"indistinguishable from the best: p50 {fmt_seconds(fast.latency)}; "
-                    f"{fmt_quality(fast.quality)}{vs}."
+                    f"{fast.title} is {which} statistically indistinguishable from the best: "
+                    f"p50 {fmt_seconds(fast.latency)}; {fmt_quality(fast.quality)}{vs}."
                 ),
             )
         elif fallback := [r for r in rungs if r.promotable and r.latency is not None]:
@@ -659,4 +677,20 @@ def _step(
         sentence = f"{r.title} does NOT beat {other.title} on {primary}: {fmt_paired(d)}{walked}"
         if worse:
             sentence += f"; it scores significantly {'lower' if hib else 'higher (worse)'}"
-    return Step(rung=r.name, below=other.name, paired=d, beats=better, sentence=sentence + ".")
+    # The verdict is the primary metric's; the others are reported beside it, so a step that pays on one metric
+    # and not on another says so instead of hiding either.
+    secondary = {m: p for m in r.secondary if m in other.secondary and (p := pair.metric(r, other, m)) is not None}
+    if secondary:
+        sentence += ". Other metrics: " + "; ".join(f"{m} {_signed_verdict(p, m)}" for m, p in secondary.items())
+    return Step(rung=r.name, below=other.name, paired=d, beats=better, secondary=secondary, sentence=sentence + ".")
+
+
+def improves(d: Paired, metric: str) -> bool:
+    """The interval of ``rung − below`` on ``metric`` excludes 0 in that metric's better direction."""
+    return d.low > 0 if _higher_is_better(metric, []) else d.high < 0
+
+
+def _signed_verdict(d: Paired, metric: str) -> str:
+    """``+0.100 [+0.020, +0.180], p=0.01 (better)``: the difference and which way its interval points."""
+    word = "no significant difference" if _contains_zero(d) else "better" if improves(d, metric) else "worse"
+    return f"{fmt_paired(d)} ({word})"

@@ -35,6 +35,7 @@ from tailorlm.ladder.recommend import (
     Recommendation,
     fmt_p,
     fmt_signed,
+    improves,
 )
 from tailorlm.ladder.result import Paired, Quality, RungResult
 
@@ -203,6 +204,8 @@ def _steps_section(rec: Recommendation, results: Sequence[RungResult]) -> Table:
     rows = []
     for s in rec.steps:
         verdict = "pays" if s.beats else "does NOT pay" if s.beats is False else "not compared"
+        if s.beats is False and (also := [m for m, d in s.secondary.items() if improves(d, m)]):
+            verdict += f" on {rec.primary}; pays on {', '.join(also)}"
         below = titles.get(s.below, s.below) if s.below else "—"
         rows.append([titles.get(s.rung, s.rung), below, verdict, s.sentence])
     return Table(

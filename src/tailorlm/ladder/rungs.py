@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tailorlm.core.system import AnswerExtraction, FewShotExample, FewShotSelection, PromptSpec, RetrieverSpec, System
 from tailorlm.core.task import Task
-from tailorlm.errors import DataError
+from tailorlm.errors import ConfigError, DataError
+from tailorlm.models.engines.base import GenerationParams
 
 if TYPE_CHECKING:
     from tailorlm.ladder.context import LadderContext
@@ -33,6 +34,9 @@ class Built:
     runs: list[str] = field(default_factory=list)  # the runs that built it (training, search)
     canaries: dict[str, Any] | None = None  # set by rungs that change the weights
     detail: dict[str, float] = field(default_factory=dict)  # seconds per part
+    # Seconds of shared work the System depends on (the index), built once for every rung that uses it: each such
+    # rung's build time counts it in full, wherever it happened to be built.
+    shared_s: float = 0.0
     artifacts: list[Path] = field(default_factory=list)  # what the System needs on disk (for its size)
     notes: list[str] = field(default_factory=list)
 
@@ -62,6 +66,12 @@ class Rung:
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
         """Chat records a training rung trains on (the plan times a few steps on them)."""
         raise NotImplementedError
+
+    def write_training_data(self, records: list[dict[str, Any]], path: Path) -> Path:
+        """``records`` as the file its trainer reads: chat records (and their provenance sidecar) by default."""
+        from tailorlm.rag.sft_data import write_jsonl
+
+        return write_jsonl(records, path)
 
     def eval_task(self, task: Task) -> Task:
         """The task as this rung is scored on it: the same examples and metrics (decoding may differ)."""
@@ -181,7 +191,9 @@ class ChainOfThought(Rung):
     def build(self, ctx: LadderContext, out: Path) -> Built:
         cfg = ctx.config.chain_of_thought
         prompt = PromptSpec(chain_of_thought=cfg.trigger, answer=AnswerExtraction(method="last_number"))
-        system = System(name=self.name, model=ctx.model, prompt=prompt)
+        # The System carries its own room to reason, so `tailor chat` on best/ decodes as the ladder scored it.
+        system = System(name=self.name, model=ctx.model, prompt=prompt,
+                        generation=GenerationParams(max_new_tokens=cfg.max_new_tokens))  # fmt: skip
         return Built(system, notes=[f"reasoning chains up to {cfg.max_new_tokens} tokens"])
 
 
@@ -199,6 +211,13 @@ class OptimizedPrompt(Rung):
         cfg = ctx.config.optimize
         # The search ranks candidates on training records only: the eval set stays untouched for the comparison.
         assert ctx.task.train is not None
+        n, need = len(ctx.train_examples()), cfg.pool_size + cfg.dev_size + 1
+        if n < need:
+            raise ConfigError(
+                f"the optimized-prompt rung needs at least {need} training records (ladder.optimize.pool_size "
+                f"{cfg.pool_size} + dev_size {cfg.dev_size} + 1 to test on); the task has {n}",
+                hint="lower ladder.optimize.pool_size and dev_size, or add training records",
+            )
         limit = cfg.pool_size + 2 * cfg.dev_size
         search_task = ctx.task.model_copy(update={"eval": ctx.task.train.model_copy(update={"limit": limit})})
         result = optimize_prompt(
@@ -224,7 +243,7 @@ class OptimizedPrompt(Rung):
 def retriever(ctx: LadderContext) -> tuple[RetrieverSpec, Built]:
     index = ctx.index()
     spec = RetrieverSpec(index=str(index.location), top_k=ctx.config.rag.top_k, mode=ctx.config.rag.mode)
-    return spec, Built(System(), detail={"index": index.seconds}, artifacts=[index.location])
+    return spec, Built(System(), detail={"index": index.seconds}, shared_s=index.seconds, artifacts=[index.location])
 
 
 class Rag(Rung):
@@ -341,8 +360,8 @@ class RagLora(Rung):
         note = f"{len(records)} RAFT records, {with_gold} with the gold passage among the sources"
         return Built(
             system, tokens=trained.tokens, runs=trained.runs, canaries=trained.canaries,
-            detail={**built.detail, **trained.detail}, artifacts=[*built.artifacts, *trained.artifacts],
-            notes=[note, *trained.notes],
+            detail={**built.detail, **trained.detail}, shared_s=built.shared_s,
+            artifacts=[*built.artifacts, *trained.artifacts], notes=[note, *trained.notes],
         )  # fmt: skip
 
 
@@ -402,6 +421,14 @@ class Head(Rung):
         trainer, *_ = build_trainer(self.recipe(ctx, data, max_steps=steps), run, callbacks)
         return trainer
 
+    def write_training_data(self, records: list[dict[str, Any]], path: Path) -> Path:
+        """``{"text", "label"}`` lines: what `tailor train classify` reads."""
+        import json
+
+        from tailorlm.core.io import atomic_write_text
+
+        return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
     def count_tokens(self, ctx: LadderContext, records: list[dict[str, Any]]) -> int:
         from tailorlm.models.load import load_tokenizer
 
@@ -413,10 +440,9 @@ class Head(Rung):
         import json as _json
 
         from tailorlm.core.run import Run
-        from tailorlm.rag.sft_data import write_jsonl
         from tailorlm.train.heads.recipe import fit
 
-        data = write_jsonl(self.training_records(ctx), out / "train.jsonl")
+        data = self.write_training_data(self.training_records(ctx), out / "train.jsonl")
         recipe = self.recipe(ctx, data)
         ctx.release_engine()
         display = ctx.training_display

@@ -239,10 +239,12 @@ class Ladder:
         rung_dir.mkdir(parents=True, exist_ok=True)
         release_memory()
         t0 = time.perf_counter()
+        shared_before = self.ctx.shared_spent_s
         try:
             with PeakMemory() as memory:
                 built = rung.build(self.ctx, rung_dir)
-                build_s = time.perf_counter() - t0
+                # Shared work counts in full in every rung that uses it, not in whichever rung triggered it.
+                build_s = time.perf_counter() - t0 - (self.ctx.shared_spent_s - shared_before) + built.shared_s
                 result = self._evaluate(rung, built, rung_dir, key)
             result.build.wall_s = round(build_s, 2)  # type: ignore[union-attr]
             result.build.peak_rss_mb = round(memory.peak_mb, 1)  # type: ignore[union-attr]

@@ -9,6 +9,8 @@ A spec is one of:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,16 +82,28 @@ def load_tokenizer(spec: str) -> Any:
     return tokenizer
 
 
-def _load_pair(path: str, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar for a sub-second load; our commands draw their own progress for long work.
+
+    The previous state comes back afterwards, so a command that silenced transformers' bars keeps them silent.
+    """
     from transformers.utils import logging as hf_logging
 
-    # A sub-second load needs no progress bar; our commands show their own progress for long work.
+    was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        yield
     finally:
-        hf_logging.enable_progress_bar()
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_pair(path: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with quiet_loading():
+        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
 def load_model(

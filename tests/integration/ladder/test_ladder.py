@@ -91,6 +91,8 @@ def climbed(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tail
         app, ["ladder", str(folder / "task.yaml"), "--rungs", RUNGS, "--model", str(tiny_model_dir), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
+    # Each step's verdict is printed, not only written to the report.
+    assert "RAG + LoRA (RAFT) beats RAG" in result.output or "RAG + LoRA (RAFT) does NOT beat RAG" in result.output
     return out
 
 
@@ -115,6 +117,9 @@ def test_every_rung_builds_scores_and_reports(climbed: Path) -> None:
     assert rungs["zero-shot"].get("vs_baseline") is None and rungs["rag"]["vs_baseline"]["other"] == "zero-shot"
     # RAG rungs make prompts longer; RAFT trains, builds an adapter and scores canaries before/after.
     assert rungs["rag"]["serve"]["prompt_tokens_per_query"] > rungs["zero-shot"]["serve"]["prompt_tokens_per_query"]
+    # The index is built once (during the plan) but counts in the build time of every rung that uses it.
+    for name in ("rag", "rag-lora"):
+        assert rungs[name]["build"]["wall_s"] >= rungs[name]["build"]["detail"]["index"] > 0
     raft = rungs["rag-lora"]
     assert raft["build"]["tokens"] > 0 and raft["build"]["disk_mb"] > 0 and "training" in raft["build"]["detail"]
     assert {"before", "after", "drop"} <= set(raft["canaries"])
@@ -154,6 +159,59 @@ def test_a_changed_setting_rebuilds_only_the_rungs_that_read_it(climbed: Path, t
     outcome = Ladder(task, model=str(tiny_model_dir), out=climbed, rungs=RUNGS.split(","), progress=False).run()
     cached = {r.name: r.cached for r in outcome.results}
     assert cached == {"zero-shot": True, "few-shot": False, "rag": True, "rag-lora": True}
+
+
+def test_the_other_prompting_and_rag_rungs_build(tmp_path: Path, tiny_model_dir: Path, tailor_cache: Path) -> None:
+    extra = (
+        "  rungs: [zero-shot, chain-of-thought, optimized-prompt, rag-few-shot]\n"
+        "  chain_of_thought: {max_new_tokens: 8}\n  optimize: {budget: 2, k: 1, pool_size: 2, dev_size: 2}\n"
+    )
+    write_task(tmp_path, tiny_model_dir, extra=extra)
+    outcome = Ladder(Task.load(tmp_path / "task.yaml"), model=str(tiny_model_dir), out=tmp_path / "ladder",
+                     progress=False).run()  # fmt: skip
+    rungs = {r.name: r for r in outcome.results}
+    errors = {n: r.error for n, r in rungs.items() if r.status != "complete"}
+    assert not errors and len(rungs) == 4, errors
+    cot = System.load(rungs["chain-of-thought"].system or "")
+    assert cot.generation is not None and cot.generation.max_new_tokens == 8
+    assert rungs["optimized-prompt"].build is not None and rungs["optimized-prompt"].build.tokens > 0
+    rag_few = System.load(rungs["rag-few-shot"].system or "")
+    assert rag_few.retriever is not None and rag_few.prompt is not None
+    # Few-shot and RAG were not run: each rung compares with the next rung down, zero-shot.
+    steps = {s.rung: s.below for s in outcome.recommendation.steps}
+    assert steps == dict.fromkeys(["chain-of-thought", "optimized-prompt", "rag-few-shot"], "zero-shot")
+
+
+SENTIMENT_TRAIN = [("a joy to watch", "positive"), ("dull and far too long", "negative"),
+                   ("a warm, funny film", "positive"), ("i wanted my money back", "negative"),
+                   ("the cast is wonderful", "positive"), ("a mess from start to end", "negative")]  # fmt: skip
+SENTIMENT_EVAL = [("funny and warm", "positive"), ("far too dull", "negative"), ("wonderful", "positive")]
+
+
+def test_a_classification_task_gets_lora_and_a_head(tmp_path: Path, tiny_model_dir: Path,
+                                                    tailor_cache: Path) -> None:  # fmt: skip
+    rows = lambda pairs: "".join(json.dumps({"input": x, "reference": y}) + "\n" for x, y in pairs)  # noqa: E731
+    (tmp_path / "train.jsonl").write_text(rows(SENTIMENT_TRAIN))
+    (tmp_path / "eval.jsonl").write_text(rows(SENTIMENT_EVAL))
+    (tmp_path / "task.yaml").write_text(
+        "name: tiny-sentiment\neval: {path: eval.jsonl}\ntrain: {path: train.jsonl}\n"
+        "input_template: 'Positive or negative? {{ input }}'\nmetrics: [accuracy, macro_f1]\n"
+        "generation: {max_new_tokens: 2}\n"
+        "ladder:\n  rungs: [zero-shot, lora, head]\n  batch_size: 2\n  canary_limit: 3\n"
+        "  sft: {max_steps: 2, batch_size: 2}\n  head: {max_steps: 2, batch_size: 2}\n"
+    )
+    result = runner.invoke(app, ["ladder", str(tmp_path / "task.yaml"), "--model", str(tiny_model_dir),
+                                 "--out", str(tmp_path / "ladder")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "could not be calibrated" not in result.output
+    state = json.loads((tmp_path / "ladder" / "ladder.json").read_text())
+    rungs = {r["name"]: r for r in state["rungs"]}
+    assert {n: r["status"] for n, r in rungs.items()} == {"zero-shot": "complete", "lora": "complete",
+                                                          "head": "complete"}, result.output  # fmt: skip
+    head = System.load(rungs["head"]["system"])
+    assert head.head is not None and head.head.labels == ["negative", "positive"]
+    assert rungs["head"]["estimate"] is not None and rungs["lora"]["estimate"] is not None
+    assert System.load(rungs["lora"]["system"]).adapters
 
 
 def test_a_failing_rung_is_reported_and_the_ladder_goes_on(tmp_path: Path, tiny_model_dir: Path,

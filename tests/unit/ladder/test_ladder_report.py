@@ -12,7 +12,7 @@ from tailorlm.eval.report import ReportFiles
 from tailorlm.ladder.recommend import Recommendation, recommend
 from tailorlm.ladder.report import build_ladder_report, pareto_frontier, rung_table, write_ladder_report
 from tailorlm.ladder.result import Estimate, RungResult
-from unit.ladder.test_recommend import ZERO, make_rung, typical_ladder  # tests/ is on sys.path
+from unit.ladder.test_recommend import FEW, ZERO, make_rung, typical_ladder  # tests/ is on sys.path
 
 pytestmark = pytest.mark.unit
 
@@ -136,6 +136,16 @@ def test_rung_table_for_the_terminal(tmp_path: Path) -> None:
     text = console.export_text()
     assert "FAILED: CUDA OOM: boom" in text and "skipped: no train split" in text and "RAG ★ chosen" in text
     assert rung_table(results).row_count == len(results)  # usable live, before there is a recommendation
+
+
+def test_a_step_that_pays_on_another_metric_says_which(tmp_path: Path) -> None:
+    results = [
+        make_rung(tmp_path, "zero-shot", ZERO, secondary={"contains_answer": ZERO}),
+        make_rung(tmp_path, "rag", ZERO, title="RAG", secondary={"contains_answer": FEW}),
+    ]
+    rec = recommend(results, primary="f1")
+    files = write_ladder_report(results, rec, tmp_path / "report", task_name="qa", primary="f1")
+    assert "does NOT pay on f1; pays on contains_answer" in files.markdown.read_text(encoding="utf-8")
 
 
 def test_pareto_frontier() -> None:

@@ -53,6 +53,7 @@ def make_rung(
     higher_is_better: bool = True,
     predictions: bool = True,
     cached: bool = False,
+    secondary: dict[str, list[float]] | None = None,
 ) -> RungResult:
     """A RungResult and, for a complete rung, its eval run (run.json, metrics.json, predictions.jsonl)."""
     title = title or name.replace("-", " ").capitalize()
@@ -69,7 +70,8 @@ def make_rung(
     run = Run.create(f"eval-{name}", root=root, kind="eval", seed=0)
     records = [
         {"id": f"q{i}", "input": f"Question {i}?", "reference": [f"answer {i}"], "prediction": f"{name} says {s:g}",
-         "scores": {metric: s}, "latency_s": latency or 0.5, "prompt_tokens": 100, "completion_tokens": 5}
+         "scores": {metric: s, **{m: v[i] for m, v in (secondary or {}).items()}},
+         "latency_s": latency or 0.5, "prompt_tokens": 100, "completion_tokens": 5}
         for i, s in enumerate(scores)
     ]  # fmt: skip
     if predictions:
@@ -175,6 +177,20 @@ def test_a_step_below_a_failed_rung_walks_down_the_ladder(tmp_path: Path) -> Non
     s = rec.steps[0]
     assert s.rung == "optimized-prompt" and s.below == "zero-shot" and s.beats is True
     assert "(Few shot failed, so compared with the next rung down)" in s.sentence
+
+
+def test_a_step_reports_the_other_metrics_beside_the_primary(tmp_path: Path) -> None:
+    # RAG ties zero-shot on f1 but finds the answer far more often: the verdict is f1's, the other metric is shown.
+    rungs = [
+        make_rung(tmp_path, "zero-shot", ZERO, secondary={"contains_answer": ZERO}),
+        make_rung(tmp_path, "rag", ZERO, title="RAG", secondary={"contains_answer": RAG}),
+    ]
+    rec = recommend(rungs, primary="f1")
+    s = rec.steps[0]
+    assert s.beats is False and set(s.secondary) == {"contains_answer"}
+    assert s.secondary["contains_answer"].diff == pytest.approx(0.4)
+    assert s.sentence.startswith("RAG does NOT beat Zero shot on f1: +0.000")
+    assert "Other metrics: contains_answer +0.400 [+0." in s.sentence and "(better)." in s.sentence
 
 
 def test_a_significantly_worse_step_says_so(tmp_path: Path) -> None:

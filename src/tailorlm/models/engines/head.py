@@ -22,7 +22,7 @@ import torch
 from tailorlm.core.system import HeadSpec, System
 from tailorlm.errors import ConfigError
 from tailorlm.models.engines.base import Completion, GenerationParams, Message, Request, StreamChunk, Usage
-from tailorlm.models.load import LoadedModel, resolve_model_path
+from tailorlm.models.load import LoadedModel, quiet_loading, resolve_model_path
 
 
 def head_tokenizer(path: str) -> Any:
@@ -62,12 +62,11 @@ def load_head_model(path: str, head: HeadSpec, tokenizer: Any, dtype: torch.dtyp
     # "Some weights were newly initialized" is expected for the score layer of a causal-LM backbone.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, **kwargs)
+        with quiet_loading():
+            return AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
 
 
 def request_text(request: str | Sequence[Message] | Request) -> str:
