@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tailorlm.cli._common import console, err_console, print_json
 from tailorlm.core.task import Task
+
+LOG_WIDTH = 120  # columns for the rung table when the output is not a terminal (a log, CI)
 
 
 @contextlib.contextmanager
@@ -68,8 +71,7 @@ def ladder(
                     "recommendation": outcome.recommendation.model_dump(mode="json"),
                     "report": outcome.report.to_dict(), "wall_s": outcome.wall_s})  # fmt: skip
         return
-    # A log or CI console is 80 columns by default, which folds every cell of the rung table in two.
-    console.print(_table(outcome.results, task_.primary), width=None if console.is_terminal else 120)
+    _print_wide(_table(outcome.results, task_.primary))
     rec = outcome.recommendation
     for step in rec.steps:
         mark = "[green]pays[/]" if step.beats else "[yellow]does not pay[/]" if step.beats is False else "–"
@@ -82,6 +84,16 @@ def ladder(
         console.print(f"best System: {escape(str(best))} → [bold]tailor chat --system {escape(str(best))}[/]")
     m, s = divmod(int(outcome.wall_s), 60)
     console.print(f"ladder took {m}:{s:02d}")
+
+
+def _print_wide(table: Table) -> None:
+    """A log or CI console is 80 columns unless told otherwise, which folds every cell of the rung table in two."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    # Console.print(width=) cannot go past the console's own width: a console of the log's width prints it.
+    wide = Console(file=console.file, width=max(console.width, LOG_WIDTH), color_system=None, highlight=False)
+    wide.print(table)
 
 
 def _table(results: list[Any], metric: str) -> Table:

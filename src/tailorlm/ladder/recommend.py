@@ -58,6 +58,7 @@ DEFAULT_BELOW: dict[str, str] = {
     "rag-few-shot": "rag",
     "lora": "few-shot",
     "rag-lora": "rag",
+    "head": "few-shot",
 }
 
 

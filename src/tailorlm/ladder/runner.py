@@ -30,7 +30,7 @@ from tailorlm.ladder.cache import code_version, rung_key
 from tailorlm.ladder.config import quick as quick_config
 from tailorlm.ladder.context import LadderContext, TrainingDisplay, release_memory
 from tailorlm.ladder.result import BuildCost, Estimate, Paired, Quality, RungResult, ServeCost
-from tailorlm.ladder.rungs import Built, Rung, applicable
+from tailorlm.ladder.rungs import RUNGS, Built, Rung, applicable
 
 log = logging.getLogger(__name__)
 BASELINE = "zero-shot"
@@ -237,6 +237,7 @@ class Ladder:
         if rung_dir.is_dir() and previous is not None and previous.key != key:
             shutil.rmtree(rung_dir / "runs", ignore_errors=True)  # a changed rung starts clean
         rung_dir.mkdir(parents=True, exist_ok=True)
+        (rung_dir / "error.log").unlink(missing_ok=True)  # an earlier failure's traceback is not this attempt's
         release_memory()
         t0 = time.perf_counter()
         shared_before = self.ctx.shared_spent_s
@@ -309,7 +310,11 @@ class Ladder:
         for r in results:
             if r.ok and base is not None and r is not base:
                 r.vs_baseline = paired(r, base, metric, self.task.seed)
-        rec = recommend(results, primary=metric, budgets=self.task.budgets, baseline=BASELINE, seed=self.task.seed)
+        # Each rung names the rung it must beat; registered rungs (head, later preference or distillation rungs)
+        # bring their own.
+        below = {name: rung.below for name, rung in RUNGS.items() if rung.below}
+        rec = recommend(results, primary=metric, budgets=self.task.budgets, baseline=BASELINE, seed=self.task.seed,
+                        below=below)  # fmt: skip
         chosen = next((r for r in results if r.name == getattr(rec, "chosen", None)), None)
         best_dir = self.dir / "best"
         if chosen is not None and chosen.system:

@@ -197,7 +197,8 @@ def test_a_classification_task_gets_lora_and_a_head(tmp_path: Path, tiny_model_d
         "name: tiny-sentiment\neval: {path: eval.jsonl}\ntrain: {path: train.jsonl}\n"
         "input_template: 'Positive or negative? {{ input }}'\nmetrics: [accuracy, macro_f1]\n"
         "generation: {max_new_tokens: 2}\n"
-        "ladder:\n  rungs: [zero-shot, lora, head]\n  batch_size: 2\n  canary_limit: 3\n"
+        "ladder:\n  rungs: [zero-shot, few-shot, lora, head]\n  few_shot: {k: 2, selection: fixed}\n"
+        "  batch_size: 2\n  canary_limit: 3\n"
         "  sft: {max_steps: 2, batch_size: 2}\n  head: {max_steps: 2, batch_size: 2}\n"
     )
     result = runner.invoke(app, ["ladder", str(tmp_path / "task.yaml"), "--model", str(tiny_model_dir),
@@ -206,8 +207,11 @@ def test_a_classification_task_gets_lora_and_a_head(tmp_path: Path, tiny_model_d
     assert "could not be calibrated" not in result.output
     state = json.loads((tmp_path / "ladder" / "ladder.json").read_text())
     rungs = {r["name"]: r for r in state["rungs"]}
-    assert {n: r["status"] for n, r in rungs.items()} == {"zero-shot": "complete", "lora": "complete",
-                                                          "head": "complete"}, result.output  # fmt: skip
+    assert {n: r["status"] for n, r in rungs.items()} == dict.fromkeys(rungs, "complete"), result.output
+    assert len(rungs) == 4
+    # The head names the rung it must beat (few-shot), as every registered rung does.
+    steps = {s["rung"]: s["below"] for s in state["recommendation"]["steps"]}
+    assert steps == {"few-shot": "zero-shot", "lora": "few-shot", "head": "few-shot"}
     head = System.load(rungs["head"]["system"])
     assert head.head is not None and head.head.labels == ["negative", "positive"]
     assert rungs["head"]["estimate"] is not None and rungs["lora"]["estimate"] is not None
@@ -227,6 +231,13 @@ def test_a_failing_rung_is_reported_and_the_ladder_goes_on(tmp_path: Path, tiny_
     assert (tmp_path / "ladder" / "rungs" / "rag-lora" / "error.log").is_file()
     assert "FAILED" in (outcome.report.markdown).read_text()
     assert outcome.recommendation.chosen == "zero-shot"
+    # Fixed, the next run builds the failed rung (and only it) and leaves no stale traceback behind.
+    again = Ladder(Task.load(tmp_path / "task.yaml"), model=str(tiny_model_dir), out=tmp_path / "ladder",
+                   progress=False).run()  # fmt: skip
+    assert {r.name: (r.status, r.cached) for r in again.results} == {
+        "zero-shot": ("complete", True), "rag-lora": ("complete", False),
+    }  # fmt: skip
+    assert not (tmp_path / "ladder" / "rungs" / "rag-lora" / "error.log").exists()
 
 
 def test_killed_ladder_resumes_without_redoing_finished_rungs(tmp_path: Path, tiny_model_dir: Path,
