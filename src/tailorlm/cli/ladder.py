@@ -15,7 +15,7 @@ from rich.table import Table
 from tailorlm.cli._common import console, err_console, print_json
 from tailorlm.core.task import Task
 
-LOG_WIDTH = 120  # columns for the rung table when the output is not a terminal (a log, CI)
+LOG_WIDTH = 140  # columns for the rung table when the output is not a terminal (a log, CI)
 
 
 @contextlib.contextmanager

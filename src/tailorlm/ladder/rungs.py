@@ -423,8 +423,6 @@ class Head(Rung):
 
     def write_training_data(self, records: list[dict[str, Any]], path: Path) -> Path:
         """``{"text", "label"}`` lines: what `tailor train classify` reads."""
-        import json
-
         from tailorlm.core.io import atomic_write_text
 
         return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -437,8 +435,6 @@ class Head(Rung):
         return sum(len(x) for x in ids["input_ids"])
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
-        import json as _json
-
         from tailorlm.core.run import Run
         from tailorlm.train.heads.recipe import fit
 
@@ -452,7 +448,7 @@ class Head(Rung):
                     system = fit(recipe, run, callbacks=callbacks)
             else:
                 system = fit(recipe, run)
-        metrics = _json.loads((run.path / "metrics.json").read_text())
+        metrics = json.loads((run.path / "metrics.json").read_text())
         return Built(
             system.model_copy(update={"name": self.name}), tokens=int(metrics.get("tokens") or 0),
             runs=[str(run.path)],
