@@ -117,7 +117,7 @@ def main() -> None:
         if sft.max_records:  # the same number of records as the ladder trains on
             rows = raft.read_text().splitlines()[: sft.max_records]
             raft.write_text("\n".join(rows) + "\n")
-        step("train", "sft", str(ROOT / "recipes" / "sft-raft.yaml"), *train_args, "--root", str(runs))
+        step("train", "sft", str(ROOT / "recipes" / "sft-raft.yaml"), *train_args, "--runs-root", str(runs))
         trained = max(runs.glob("*-sft-raft"), key=lambda p: p.name) / "artifacts"
         step("rag", "system", "--index", str(idx), "--k", str(k), "--system", str(trained), "--out",
              str(work / "sys-raft"))  # fmt: skip
