@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -50,13 +51,17 @@ EVAL = [
 RUNGS = "zero-shot,few-shot,rag,rag-lora"
 
 
+def write_examples(path: Path, pairs: list[tuple[str, Any]]) -> None:
+    """``{"input", "reference"}`` lines, one per (input, reference) pair."""
+    path.write_text("".join(json.dumps({"input": x, "reference": y}) + "\n" for x, y in pairs))
+
+
 def write_task(folder: Path, model: Path, *, extra: str = "") -> Path:
     (folder / "docs").mkdir(parents=True, exist_ok=True)
     for name, text in DOCS.items():
         (folder / "docs" / name).write_text(text)
-    rows = lambda pairs: "".join(json.dumps({"input": q, "reference": [a]}) + "\n" for q, a in pairs)  # noqa: E731
-    (folder / "train.jsonl").write_text(rows(TRAIN))
-    (folder / "eval.jsonl").write_text(rows(EVAL))
+    write_examples(folder / "train.jsonl", [(q, [a]) for q, a in TRAIN])
+    write_examples(folder / "eval.jsonl", [(q, [a]) for q, a in EVAL])
     (folder / "task.yaml").write_text(
         "name: tiny-qa\neval: {path: eval.jsonl}\ntrain: {path: train.jsonl}\ndocuments: {path: docs}\n"
         "input_template: 'Answer briefly. {{ input }}'\nmetrics: [exact_match, f1, contains_answer]\n"
@@ -190,9 +195,8 @@ SENTIMENT_EVAL = [("funny and warm", "positive"), ("far too dull", "negative"), 
 
 def test_a_classification_task_gets_lora_and_a_head(tmp_path: Path, tiny_model_dir: Path,
                                                     tailor_cache: Path) -> None:  # fmt: skip
-    rows = lambda pairs: "".join(json.dumps({"input": x, "reference": y}) + "\n" for x, y in pairs)  # noqa: E731
-    (tmp_path / "train.jsonl").write_text(rows(SENTIMENT_TRAIN))
-    (tmp_path / "eval.jsonl").write_text(rows(SENTIMENT_EVAL))
+    write_examples(tmp_path / "train.jsonl", SENTIMENT_TRAIN)
+    write_examples(tmp_path / "eval.jsonl", SENTIMENT_EVAL)
     (tmp_path / "task.yaml").write_text(
         "name: tiny-sentiment\neval: {path: eval.jsonl}\ntrain: {path: train.jsonl}\n"
         "input_template: 'Positive or negative? {{ input }}'\nmetrics: [accuracy, macro_f1]\n"
