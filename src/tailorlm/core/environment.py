@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from tailorlm.core.cpu import cpu_info
+
 # Libraries whose versions change results. Missing optional ones are simply left out.
 TRACKED_PACKAGES = (
     "tailorlm",
@@ -73,6 +75,7 @@ def hardware_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info().as_dict(),
         "ram_total_bytes": psutil.virtual_memory().total,
     }
     torch = sys.modules.get("torch")

@@ -29,6 +29,7 @@ def test_openai_endpoint_embeds_batches_and_caches(tmp_path: Path) -> None:
         assert stub.paths().count("/v1/embeddings") == calls
 
 
+@pytest.mark.isa
 def test_int8_onnx_agrees_with_sentence_transformers() -> None:
     onnx = build_embedder(EmbedderConfig(cache=False))
     torch = build_embedder(EmbedderConfig(backend="torch", cache=False))

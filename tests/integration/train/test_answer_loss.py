@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isa]
 
 
 def _batch(pad_id: int) -> dict[str, torch.Tensor]:

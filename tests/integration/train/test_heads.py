@@ -65,6 +65,7 @@ class Snapshot(TrainerCallback):
         return {n for n, p in self.before.items() if not torch.equal(p, self.after[n])}
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize(("method", "marker"), [("lora", "lora_"), ("dora", "lora_"), ("ia3", "ia3_")])
 def test_peft_head_changes_only_the_adapter_and_the_score_layer(
     tmp_path: Path, tiny_model_dir: Path, method: str, marker: str
@@ -194,6 +195,7 @@ def test_the_system_round_trips_and_the_harness_scores_it(tmp_path: Path, tiny_m
         assert row["prediction"] == max(row["probabilities"], key=row["probabilities"].get)
 
 
+@pytest.mark.isa
 def test_cli_trains_evaluates_and_generates(tmp_path: Path, tiny_model_dir: Path) -> None:
     from typer.testing import CliRunner
 

@@ -4,6 +4,7 @@ prompt at inference is the trained prompt, the loss falls, resume is exact, and 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ import torch
 from transformers import TrainerCallback
 
 from tailorlm.core.config import load_config
+from tailorlm.core.cpu import cpu_info
 from tailorlm.core.run import Run
 from tailorlm.core.system import System
+from tailorlm.errors import ConfigError
+from tailorlm.models.device import training_bf16
 from tailorlm.train.sft import SFTRecipe, fit
 from tailorlm.train.sft.recipe import build_trainer
 
@@ -135,6 +139,7 @@ def test_loss_is_on_the_answer_only_and_the_prompt_matches_inference(tmp_path: P
     assert answer.startswith(ANSWERS[0]) and answer.rstrip().endswith("<|im_end|>")
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize(("method", "lr", "ratio"), [("full", "1e-2", 0.5), ("lora", "1e-2", 0.95)])
 def test_loss_falls_when_overfitting_one_batch(
     tmp_path: Path, tiny_model_dir: Path, method: str, lr: str, ratio: float
@@ -155,6 +160,29 @@ def test_loss_falls_when_overfitting_one_batch(
     losses = [r["loss"] for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 20
     assert losses[-1] < ratio * losses[0], losses
+
+
+NO_NATIVE_BF16 = f"this CPU ({cpu_info().model}, {cpu_info().isa}) has no native bf16: precision=bf16 is refused here"
+
+
+@pytest.mark.isa
+@pytest.mark.skipif(not (torch.cuda.is_available() or cpu_info().native_bf16), reason=NO_NATIVE_BF16)
+def test_bf16_precision_trains_where_bf16_is_native(tmp_path: Path, tiny_model_dir: Path) -> None:
+    recipe = _recipe(tmp_path, tiny_model_dir, "training.precision=bf16", "training.max_steps=2")
+    with Run.create("sft", root=tmp_path / "runs", config=recipe) as run:
+        fit(recipe, run)
+    losses = _losses(run)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.isa
+def test_auto_precision_follows_the_cpu_and_bf16_without_it_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    native = torch.cuda.is_available() or cpu_info().native_bf16
+    assert training_bf16("auto") is native
+    if not native:
+        recipe = _recipe(tmp_path, tiny_model_dir, "training.precision=bf16")
+        with Run.create("sft", root=tmp_path / "runs", config=recipe) as run, pytest.raises(ConfigError, match="bf16"):
+            fit(recipe, run)
 
 
 class StopAt(TrainerCallback):
@@ -179,6 +207,7 @@ def _losses(run: Run) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+@pytest.mark.isa
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path) -> None:
     recipe = _recipe(
         tmp_path, tiny_model_dir, "training.max_steps=4", "training.save_steps=2", "training.eval_steps=2", n=16
@@ -203,6 +232,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Pat
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.isa
 def test_cli_trains_and_writes_a_system_that_generates(tmp_path: Path, tiny_model_dir: Path) -> None:
     from typer.testing import CliRunner
 
@@ -247,8 +277,6 @@ def test_every_fine_tune_reports_canaries_before_and_after(
 
 
 def test_records_longer_than_max_length_are_skipped_or_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from tailorlm.errors import ConfigError
-
     # Cut from the right, an over-long record would lose its answer and train on nothing.
     recipe = _recipe(tmp_path, tiny_model_dir, "training.max_length=8")
     with (

@@ -70,9 +70,9 @@ class HeadTraining(StrictModel):
     eval_steps: int | None = Field(
         None, ge=1, description="Also log the eval loss every N steps (the final evaluation always runs)."
     )
-    # The same switch as SFT's (models/device.training_bf16); heads keep fp32 unless a recipe asks.
+    # The same switch as SFT's (models/device.training_bf16): bf16 only where it is native, so auto is never slower.
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "fp32", description="bf16 autocast: auto (where the hardware has bf16), bf16, or fp32."
+        "auto", description="bf16 autocast: auto (where the hardware has native bf16), bf16, or fp32."
     )
     seed: int = Field(0, description="Seed for the head's initialisation, adapters, data order and dropout.")
 
