@@ -39,3 +39,14 @@ class DataError(TailorError):
 
 class RunError(TailorError):
     """A run directory is missing, incomplete or malformed."""
+
+
+class ResourceError(TailorError):
+    """The machine ran out of something the user controls (disk, memory, a writable folder). Nothing complete was
+    lost; the message says what ran out and how to go on."""
+
+    exit_code = 3
+
+
+class DiskFullError(ResourceError):
+    """A write failed because the disk is full (``ENOSPC``) or a quota is exhausted (``EDQUOT``)."""

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -37,7 +38,8 @@ def render_error(err: TailorError) -> None:
 class TailorGroup(TyperGroup):
     """Root command group: a ``TailorError`` anywhere below becomes a clean message and a non-zero exit.
 
-    Bugs (any other exception) keep their traceback, because those are ours to fix, not the user's.
+    So does a full disk, an out-of-memory or an unwritable folder (``core/limits.resource_error``). Bugs (any other
+    exception) keep their traceback, because those are ours to fix, not the user's.
     """
 
     def invoke(self, ctx: Any) -> Any:
@@ -46,3 +48,15 @@ class TailorGroup(TyperGroup):
         except TailorError as err:
             render_error(err)
             raise typer.Exit(err.exit_code) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
+            raise
+        except (OSError, MemoryError, RuntimeError) as err:
+            # A full disk, an out-of-memory or an unwritable folder is the machine's state, not our bug: one line
+            # that says what ran out and what to do (core/limits.py). Anything else keeps its traceback.
+            from tailorlm.core.limits import resource_error
+
+            friendly = resource_error(err)
+            if friendly is None:
+                raise
+            render_error(friendly)
+            raise typer.Exit(friendly.exit_code) from None

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from tailorlm.core.config import dump_config
 from tailorlm.core.environment import capture_environment, hostname
-from tailorlm.core.io import atomic_write_json, atomic_write_yaml
+from tailorlm.core.io import append_text, atomic_write_json, atomic_write_yaml
 from tailorlm.errors import RunError
 
 RunStatus = Literal["running", "complete", "failed", "interrupted", "corrupt"]
@@ -209,9 +209,10 @@ class Run:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Append one line ``{"step", "time", **metrics}`` to ``metrics.jsonl``."""
         line = json.dumps({"step": step, "time": time.time(), **metrics}, default=str)
-        # One write of one line in append mode: a crash loses at most a torn last line, which readers skip.
-        with self._lock, open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        # One write of one line in append mode: a crash loses at most a torn last line, which readers skip, and
+        # append_text ends such a line before the next record so a resumed run does not glue onto it.
+        with self._lock:
+            append_text(self.path / "metrics.jsonl", line + "\n")
 
     def write_metrics(self, metrics: Mapping[str, Any], *, merge: bool = True) -> None:
         """Write final metrics to ``metrics.json`` atomically, merged into what is there unless ``merge=False``."""

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tailorlm.core.io import append_text
 from tailorlm.core.system import System, is_local_spec
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -72,8 +72,5 @@ class PredictionCache:
         lines = "".join(json.dumps({"key": k, "completion": c}, ensure_ascii=False) + "\n" for k, c in items)
         if not lines:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        # fsynced per chunk; a torn tail left by a killed writer is ended first so it cannot swallow a new record.
+        append_text(self.path, lines, fsync=True)

@@ -27,18 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.core.io import atomic_directory
-from tailorlm.errors import TailorError
+from tailorlm.errors import ResourceError
 
 log = logging.getLogger("tailorlm.train.safety")
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-class ResourceError(TailorError):
-    """Training stopped because the disk or the memory ran out; the run can be resumed."""
-
-    exit_code = 3
 
 
 def is_disk_full(err: BaseException) -> bool:
