@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from tailorlm.data.readers import parse_json
 from tailorlm.data.records import MESSAGE_KEYS, Kind
 from tailorlm.errors import DataError
 
@@ -144,7 +145,7 @@ def _sharegpt_turn(i: int, turn: Any, ctx: Context, problems: Problems) -> dict[
     if speaker is None:
         problems.append((f"{where}.from", "missing required field"))
         return None
-    if speaker not in SHAREGPT_ROLES:
+    if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:  # a list or object is not a speaker
         problems.append((f"{where}.from", f"got {speaker!r}, expected one of {_SHAREGPT_SPEAKERS}"))
         return None
     if value is None:
@@ -152,8 +153,8 @@ def _sharegpt_turn(i: int, turn: Any, ctx: Context, problems: Problems) -> dict[
     if speaker == "function_call":
         # The value is a JSON object {"name", "arguments"}; canonically that is an assistant tool call.
         try:
-            call = json.loads(value)
-        except json.JSONDecodeError:
+            call = parse_json(value)
+        except ValueError:  # bad syntax, or valid JSON Python cannot hold (see ``parse_json``)
             call = None
         if not (isinstance(call, dict) and "name" in call):
             problems.append((f"{where}.value", "a function_call value must be a JSON object with 'name'"))
@@ -175,8 +176,8 @@ def _sharegpt(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None,
     tools = row.get("tools")
     if isinstance(tools, str):  # LLaMA-Factory stores the tool schemas as a JSON string
         try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError:
+            tools = parse_json(tools)
+        except ValueError:
             problems.append(("tools", "expected a list of tool schemas (or a JSON string of one)"))
     if problems:
         return None, problems
@@ -300,9 +301,10 @@ def to_canonical(
         for k in _JSON_KEYS & known.keys():
             if isinstance(known[k], str):
                 try:
-                    known[k] = json.loads(known[k]) if known[k].strip() else None
-                except json.JSONDecodeError as err:
-                    problems.append((k, f"expected a JSON list or object in this cell: {err.msg}"))
+                    known[k] = parse_json(known[k]) if known[k].strip() else None
+                except ValueError as err:
+                    msg = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+                    problems.append((k, f"expected a JSON list or object in this cell: {msg}"))
         known = {k: v for k, v in known.items() if v is not None}
     data, convert_problems = spec.convert(known, ctx)
     problems += convert_problems

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tailorlm.core.safe_text import printable
+
 # Field names for problems that do not belong to one field of a record.
 RECORD = "(record)"  # the whole record: bad JSON, not an object, too large, wrong column count
 FILE = "(file)"  # the whole file: empty, unreadable, no records (line 0)
@@ -40,7 +42,9 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.message}"
+        # Field names and values come from the file: a newline or an ESC in them must not break the one-line
+        # form or reach the terminal raw, so every control character is shown as an escape.
+        return printable(f"{self.path}:{self.line}: {self.field}: {self.message}")
 
 
 @dataclass

@@ -291,7 +291,7 @@ def load_dataset(
     if spec is not None and kind is not None and spec.kind != kind:  # e.g. kind="chat" for a folder of text
         raise DataError(f"{path} holds {spec.kind} records ({spec.name} format), not {kind}")
     if spec is not None and extra == "metadata" and spec.kind != "eval":
-        raise DataError(f'extra="metadata" is only for eval data, not {spec.name}', hint='use extra="ignore"')
+        raise DataError(f'{path}: extra="metadata" is only for eval data, not {spec.name}', hint='use extra="ignore"')
 
     records = []
     if spec is not None and first is not None:

@@ -12,12 +12,14 @@ import csv
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tailorlm.data.issues import ENCODING, FILE, RECORD, IssueLog
+from tailorlm.data.issues import ENCODING, FILE, RECORD, Issue, IssueLog
+from tailorlm.errors import DataError
 
 Container = Literal["jsonl", "json", "csv", "tsv", "parquet", "text"]
 TextUnit = Literal["file", "paragraph", "line"]
@@ -58,7 +60,49 @@ def container_for(path: Path) -> Container | None:
 
 def _read_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix.lower() == ".gz" else data
+    if path.suffix.lower() != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:  # not gzip, truncated, or a bad checksum: the whole file is lost
+        issue = Issue(str(path), 0, FILE, f"not a readable gzip file: {err}")
+        raise DataError(f"{path}: 1 problem(s) in the data", issues=[issue]) from None
+
+
+# A ``\udXXX`` escape: JSON allows a lone UTF-16 surrogate, which is not Unicode and breaks every later encode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class JSONProblem(ValueError):
+    """Valid JSON syntax that Python cannot hold safely: too deep, a giant integer, a lone surrogate."""
+
+
+def check_json_value(value: Any, text: str) -> Any:
+    """Refuse a parsed value with a lone surrogate (only looked for when ``text`` has a ``\\udXXX`` escape)."""
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONProblem("a lone UTF-16 surrogate escape (\\ud800-\\udfff) is not valid Unicode") from None
+    return value
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` for untrusted text: ``JSONDecodeError`` for bad syntax, ``JSONProblem`` for the rest.
+
+    The other ways ``json.loads`` fails on hostile input are a ``RecursionError`` (``[[[[...``, nested deeper
+    than the interpreter's stack) and a ``ValueError`` for integers over 4,300 digits (CPython's guard against
+    quadratic int parsing); both become a ``JSONProblem`` the caller reports as an issue at the record's line.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise JSONProblem("nested too deeply") from None
+    except ValueError as err:
+        raise JSONProblem(str(err).split(";")[0]) from None
+    return check_json_value(value, text)
 
 
 def _decode(raw: bytes, path: str, line: int, log: IssueLog) -> str | None:
@@ -98,9 +142,12 @@ def read_jsonl(path: Path, log: IssueLog, *, max_record_bytes: int, data: bytes 
         if line == 1:
             text = text.removeprefix("\ufeff")  # a byte-order mark from Windows editors is not an error
         try:
-            value = json.loads(text)
+            value = parse_json(text)
         except json.JSONDecodeError as err:
             log.add(name, line, RECORD, f"invalid JSON: {err.msg} (column {err.colno})")
+            continue
+        except JSONProblem as err:
+            log.add(name, line, RECORD, f"invalid JSON: {err}")
             continue
         if (obj := _as_object(value, name, line, log)) is not None:
             yield Row(name, line, obj)
@@ -122,7 +169,7 @@ def read_json(path: Path, log: IssueLog, *, max_record_bytes: int) -> Iterator[R
     if data.lstrip().startswith(b"{"):
         try:  # one object for the whole file (e.g. SQuAD): not a list of records, so say so clearly
             whole = json.loads(data)
-        except ValueError:  # "Extra data" after the first object: JSON Lines
+        except (ValueError, RecursionError):  # "Extra data" after the first object (JSON Lines), or worse
             yield from read_jsonl(path, log, max_record_bytes=max_record_bytes, data=data)
             return
         keys = ", ".join(list(whole)[:10]) if isinstance(whole, dict) else ""
@@ -149,9 +196,19 @@ def read_json(path: Path, log: IssueLog, *, max_record_bytes: int) -> Iterator[R
         counted = pos
         try:
             value, end = decoder.raw_decode(text, pos)
+            check_json_value(value, text[pos:end])
         except json.JSONDecodeError as err:
             log.add(name, err.lineno, RECORD, f"invalid JSON: {err.msg} (column {err.colno})")
             resume = _RESUME.search(text, err.pos)
+            if resume is None:
+                return
+            pos = resume.end()
+            continue
+        except (ValueError, RecursionError) as err:  # see ``parse_json``: too deep, a giant int, a surrogate
+            problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+            log.add(name, line, RECORD, f"invalid JSON: {problem}")
+            # The object's end is unknown, so resume after the next object boundary, as after a syntax error.
+            resume = _RESUME.search(text, pos + 1)
             if resume is None:
                 return
             pos = resume.end()
