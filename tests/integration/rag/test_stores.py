@@ -269,6 +269,23 @@ def test_replace_and_delete_never_leave_stale_chunks(store: Store) -> None:
     assert ids(store.lexical_search("apples", k=5)) == ["a#0"]
 
 
+def test_read_chunks_by_id_and_all(store: Store) -> None:
+    a, a_chunks = make_doc("a", "apples grow on trees", "orchards in autumn")
+    write(store, (a, a_chunks), make_doc("b", "bananas are yellow"))
+    got = {c.chunk_id: c for c in store.read_chunks(["a#1", "b#0", "a#9", "a#1"])}
+    assert sorted(got) == ["a#1", "b#0"]  # unknown ids left out, duplicates once
+    assert (got["a#1"].text, got["a#1"].start, got["a#1"].end) == (
+        "orchards in autumn",
+        a_chunks[1].start,
+        a_chunks[1].end,
+    )
+    np.testing.assert_allclose(got["a#1"].vector, a_chunks[1].vector, rtol=1e-6)
+    assert store.read_chunks([]) == []
+    assert sorted(c.chunk_id for c in store.read_chunks()) == ["a#0", "a#1", "b#0"]
+    write(store, make_doc("a", "pears now"))  # replaced: the old chunks are gone from reads too
+    assert sorted(c.text for c in store.read_chunks()) == ["bananas are yellow", "pears now"]
+
+
 def test_crash_between_chunks_and_records(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks written without their record (a crash in between) stay invisible; the old version stays whole."""
     old = make_doc("a", "old alpha text", "old beta text")

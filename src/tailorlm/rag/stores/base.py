@@ -62,6 +62,11 @@ class Store(Protocol):
         """Top-k chunks by full-text relevance (BM25 or the backend's ranking), best first."""
         ...
 
+    def read_chunks(self, chunk_ids: Sequence[str] | None = None) -> list[StoredChunk]:
+        """The visible chunks with these ids (every chunk when None), in no particular order; unknown ids are
+        left out. For lookups by id (a hit's neighbours: ``doc_id#index±1``) and whole-index scans."""
+        ...
+
     def count_chunks(self) -> int: ...
 
     def optimize(self) -> None:

@@ -363,6 +363,19 @@ class LanceStore:
             for i, payload in enumerate(payloads)
         ]
 
+    def read_chunks(self, chunk_ids: Sequence[str] | None = None) -> list[StoredChunk]:
+        ids = None if chunk_ids is None else list(dict.fromkeys(chunk_ids))
+        conds: Iterable[str | None] = [None] if ids is None else _in_slices("chunk_id", ids)
+        out: list[StoredChunk] = []
+        for cond in conds:
+            q = self._chunks.search()
+            q = q.where(cond) if cond else q
+            rows = q.select(["doc_id", "write_id", *_READ_COLUMNS]).limit(None).to_arrow()
+            pairs = zip(rows.column("doc_id").to_pylist(), rows.column("write_id").to_pylist(), strict=True)
+            keep = [i for i, (d, w) in enumerate(pairs) if self._write_ids.get(d) == w]
+            out.extend(self._to_chunks(rows.take(pa.array(keep, type=pa.int64()))))
+        return out
+
     def _invisible_rows(self) -> list[tuple[str, str]]:
         """(doc_id, write_id) of chunk rows that no record makes visible (orphans of an interrupted write)."""
         rows = self._chunks.search().select(["doc_id", "write_id"]).limit(None).to_arrow()

@@ -224,6 +224,16 @@ class PgVectorStore:
         rows = self._conn.execute(stmt, params | {"q": query, "k": k}).fetchall()
         return [self._to_hit(r) for r in rows]
 
+    def read_chunks(self, chunk_ids: Sequence[str] | None = None) -> list[StoredChunk]:
+        if chunk_ids is not None and not chunk_ids:
+            return []
+        cond = sql.SQL("TRUE") if chunk_ids is None else sql.SQL("chunk_id = ANY(%(ids)s)")
+        stmt = sql.SQL("SELECT {cols}, 0 FROM {chunks} WHERE {cond}").format(
+            cols=sql.SQL(_COLUMNS), chunks=self._chunks, cond=cond
+        )
+        rows = self._conn.execute(stmt, {"ids": list(chunk_ids or [])}).fetchall()
+        return [self._to_hit(r)[0] for r in rows]
+
     def _set_ef_search(self, k: int) -> None:
         ef = min(max(EF_SEARCH_MIN, 2 * k), EF_SEARCH_MAX)
         if ef != self._ef_search:  # a session setting: one round trip only when k changes
