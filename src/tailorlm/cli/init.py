@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tailorlm.cli._common import console, print_json
@@ -59,7 +60,8 @@ def _print(result: ScaffoldResult, directory: Path) -> None:
 
     rungs = Table("rung", "runs", "why not", title="ladder rungs", title_justify="left")
     for rung in result.rungs:
-        rungs.add_row(rung.title, "[green]yes[/]" if rung.applies else "[dim]no[/]", rung.reason or "")
+        why = escape(rung.reason or "") + (f"\n[bold]fix[/]: {escape(rung.fix)}" if rung.fix else "")
+        rungs.add_row(rung.title, "[green]yes[/]" if rung.applies else "[dim]no[/]", why)
     console.print(rungs)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)

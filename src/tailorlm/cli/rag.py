@@ -240,13 +240,16 @@ def calibrate_cmd(
 
 @app.command("make-sft-data")
 def make_sft_data_cmd(
-    questions: Path = typer.Argument(..., help="JSONL of questions with answers (and gold spans or doc_ids)."),
+    questions: Path = typer.Argument(None, help="JSONL of questions with answers (and gold spans or doc_ids)."),
     index: str = typer.Option(..., "--index", "-i", help=INDEX_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL of chat records."),
     distractors: int = typer.Option(3, "--distractors", help="Retrieved non-gold passages per record."),
     p_oracle: float = typer.Option(0.8, "--p-oracle", help="Share of records that include the gold passage."),
     no_oracle: str = typer.Option("reference", "--no-oracle", help="Answer without gold: reference or abstain."),
     seed: int = typer.Option(0, "--seed"),
+    task: Path = typer.Option(
+        None, "--task", help="Read the questions from this task's train: data, as the ladder does (train.fields)."
+    ),
 ) -> None:
     """RAFT-style SFT data: each question with its gold passage among retrieved distractors, answer cited."""
     from tailorlm.rag.evaluation import load_queries
@@ -255,15 +258,30 @@ def make_sft_data_cmd(
 
     if no_oracle not in ("reference", "abstain"):
         raise ConfigError(f"--no-oracle must be 'reference' or 'abstain', not {no_oracle!r}")
+    if (questions is None) == (task is None):
+        raise ConfigError("give a QUESTIONS file or --task TASK.yaml (its train: data), not both or neither")
+    render = None
+    if task is not None:
+        from tailorlm.core.task import Task
+        from tailorlm.ladder.training_data import load_training, raft_queries
+
+        # The ladder's reader: the task's train.fields mapping (or a chat file), the questions through its template.
+        data = load_training(Task.load(task))
+        queries = raft_queries(data.examples, data.path)
+        texts = {ex.id: ex.text for ex in data.examples}
+        render = lambda q: texts.get(q.id, q.question)  # noqa: E731
+    else:
+        queries = load_queries(questions)
     idx = Index.open(index)
     try:
         records, counts = make_sft_records(
             idx.retriever(),
-            load_queries(questions),
+            queries,
             distractors=distractors,
             p_oracle=p_oracle,
             no_oracle=no_oracle,
             seed=seed,
+            render=render,
         )  # type: ignore[arg-type]
     finally:
         idx.close()

@@ -205,6 +205,12 @@ def _eval(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Pro
     out = {k: row[k] for k in ("input", "reference", "context", "metadata") if k in row}
     if not ctx.typed:  # an empty CSV cell means "no reference" / "no context"
         out = {k: v for k, v in out.items() if not (k in ("reference", "context") and v == "")}
+    # A class id stored as a JSON integer (label: 1) is the same reference as CSV's "1": metrics compare text.
+    ref = out.get("reference")
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        out["reference"] = str(ref)
+    elif isinstance(ref, list):
+        out["reference"] = [str(r) if isinstance(r, int) and not isinstance(r, bool) else r for r in ref]
     return out, []
 
 

@@ -23,6 +23,7 @@ from tailorlm.core.task import Task
 from tailorlm.eval.examples import Example
 from tailorlm.ladder.config import LadderConfig
 from tailorlm.ladder.rungs import Built
+from tailorlm.ladder.training_data import TrainingData
 
 # A context manager that shows training progress and yields the Trainer callbacks that drive it.
 TrainingDisplay = Callable[[], AbstractContextManager[list[Any]]]
@@ -63,7 +64,7 @@ class LadderContext:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)  # training rows per rung
     _engine: tuple[str, Any] | None = field(default=None, repr=False)
     _index: IndexBuild | None = field(default=None, repr=False)
-    _train_examples: list[Example] | None = field(default=None, repr=False)
+    _training: TrainingData | None = field(default=None, repr=False)
     # Seconds this process spent on shared work (the index): the runner takes them out of the rung that happened
     # to trigger it and counts Built.shared_s in each rung that uses it instead.
     shared_spent_s: float = 0.0
@@ -93,27 +94,25 @@ class LadderContext:
 
     # --- data --------------------------------------------------------------------------------------------------
 
+    def training(self) -> TrainingData:
+        """The task's training records, read once, as every rung reads them (``ladder.training_data``)."""
+        if self._training is None:
+            from tailorlm.ladder.training_data import load_training
+
+            self._training = load_training(self.task)
+        return self._training
+
     def train_examples(self) -> list[Example]:
-        """The training records read as the eval set is read (input through the task's template, references).
+        """The training records read as the eval set is read (through ``train.fields`` and the task's template).
 
         Chat records (OpenAI, ShareGPT, Alpaca) count too: the first user turn is the input, as the user wrote it,
         and the last assistant turn the reference.
         """
-        if self._train_examples is None:
-            from tailorlm.data.load import load_dataset
-            from tailorlm.eval.examples import build_examples
+        return self.training().examples
 
-            assert self.task.train is not None
-            spec = self.task.train
-            path = self.task.resolve(spec.path)
-            # Detected over every format, as the preflight does: eval-style rows carry ids and doc_ids.
-            detected = load_dataset(path, spec.format, extra="ignore")  # type: ignore[arg-type]
-            if detected.kind == "chat":
-                self._train_examples = _chat_examples(detected.records)
-            else:
-                train_task = self.task.model_copy(update={"eval": spec})
-                self._train_examples, _ = build_examples(train_task)
-        return self._train_examples
+    def train_path(self) -> Path:
+        """The training file, for messages."""
+        return self.task.resolve(self.task.train.path) if self.task.train else Path("train")
 
     def index(self) -> IndexBuild:
         """The task's documents, ingested once into ``<ladder>/index`` (incremental: unchanged documents are kept)."""
@@ -205,16 +204,6 @@ class LadderContext:
             artifacts=[run.artifacts],
             notes=[f"{metrics.get('steps')} steps, train loss {metrics.get('train_loss', float('nan')):.3f}"],
         )
-
-
-def _chat_examples(records: list[Any]) -> list[Example]:
-    examples = []
-    for i, record in enumerate(records):
-        user = next((m.content for m in record.messages if m.role == "user"), None)
-        answer = next((m.content for m in reversed(record.messages) if m.role == "assistant"), None)
-        if isinstance(user, str) and isinstance(answer, str):
-            examples.append(Example(id=f"train-{i}", text=user, reference=[answer], category=None, record={}))
-    return examples
 
 
 def _resumable(pointer: Path) -> Path | None:

@@ -34,6 +34,8 @@ from tailorlm.ladder.result import Estimate
 from tailorlm.ladder.rungs import Rung
 
 PLAN_FILE = "plan.json"
+# Above this share of a batch's time, one part (decoding, or the prefill of long RAG prompts) is what to cut.
+DOMINANT_SHARE = 0.6
 CALIBRATION_STEPS = 3  # the first step warms up (allocations, kernels); the other two are timed
 SAVE_S = 2.0  # writing an adapter and system.yaml
 
@@ -61,6 +63,7 @@ class Calibration:
         self.per_batch: dict[str, float] = {}
         self.prefill: dict[str, float] = {}
         self.peak: dict[str, float] = {}
+        self.drivers: dict[str, str] = {}  # per rung: what dominates its eval time, and the setting that cuts it
 
     def examples(self) -> list[Any]:
         from tailorlm.eval.examples import build_examples
@@ -101,7 +104,42 @@ class Calibration:
             self.step_s = seconds / steps  # short prompts: decoding is nearly all of it
         self.per_batch[rung.name] = seconds
         self.prefill[rung.name] = max(seconds - steps * (self.step_s or 0.0), 0.1 * seconds)
+        prompt_tokens = float(res.metrics["cost"].get("prompt_tokens_per_example") or 0.0)
+        if driver := self.cost_driver(rung, seconds, steps, prompt_tokens, task.generation.max_new_tokens):
+            self.drivers[rung.name] = driver
         return seconds
+
+    def reference_tokens(self) -> float:
+        """Mean tokens of the first eval batch's first references: how long the task's answers are."""
+        from tailorlm.ladder.rungs import first_reference
+        from tailorlm.models.load import load_tokenizer
+
+        tokenizer = load_tokenizer(self.ctx.model)
+        refs = [first_reference(ex.reference) for ex in self.examples() if ex.reference] or [""]
+        return sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs) / len(refs)
+
+    def cost_driver(self, rung: Rung, seconds: float, steps: int, prompt_tokens: float, max_new: int) -> str | None:
+        """What dominates a batch's time, in words a user can act on (None: nothing stands out).
+
+        Decoding costs a step per new token for the batch's longest answer; a long-answer task with a generous
+        ``max_new_tokens`` spends most of its eval there. RAG prompts add prefill: top_k passages per question.
+        """
+        if seconds <= 0 or self.step_s is None:
+            return None
+        decode_share = min(steps * self.step_s / seconds, 1.0)
+        # Only a batch that decoded up to the cap can be cut by a lower cap: shorter ones stopped on their own.
+        if decode_share >= DOMINANT_SHARE and steps >= 0.9 * max_new:
+            avg = self.reference_tokens()
+            line = (f"decoding is {decode_share:.0%} of each batch ({steps} new tokens, max_new_tokens {max_new}); "
+                    f"answers average {avg:.0f} tokens")  # fmt: skip
+            if max_new > 1.5 * avg + 16:
+                return line + ": lower `generation.max_new_tokens` to cut eval time"
+            return line + ": long answers cost decoding steps; `ladder.eval_limit` scores fewer examples"
+        if 1 - decode_share >= DOMINANT_SHARE and "documents" in rung.uses:
+            k = self.ctx.config.rag.top_k
+            return (f"prefill of {prompt_tokens:.0f} prompt tokens per question is {1 - decode_share:.0%} of each "
+                    f"batch: lower `ladder.rag.top_k` ({k}) or `ladder.rag.chunk_tokens`")  # fmt: skip
+        return None
 
     def answer_steps(self) -> int:
         """Decoding steps a fine-tuned System takes per batch: its answers are as long as the training answers."""
@@ -181,6 +219,7 @@ def estimate_rung(cal: Calibration, rung: Rung) -> Estimate:
         eval_s=round(cal.batches * cal.per_batch[rung.name], 1),
         peak_rss_mb=round(cal.peak.get(rung.name, 0.0), 0),
         basis=f"{cal.batches} batches × {cal.per_batch[rung.name]:.1f} s (first one timed)",
+        dominant=cal.drivers.get(rung.name),
     )
 
 
@@ -251,6 +290,10 @@ def plan_table(rungs: list[Rung], plan: dict[str, Estimate]) -> Table:
                       f"{e.peak_rss_mb:,.0f} MB" if e.peak_rss_mb else "–", e.basis)  # fmt: skip
     table.add_section()
     table.add_row("[bold]ladder[/]", "", "", f"[bold]{_clock(total)}[/]", "", "")
+    drivers = [f"{r.title}: {e.dominant}" for r in rungs if (e := plan.get(r.name)) is not None and e.dominant]
+    if drivers:  # what to change to make the ladder cheaper, as a caption the user reads under the totals
+        table.caption = "what dominates the cost:\n" + "\n".join(escape(d) for d in drivers)
+        table.caption_justify = "left"
     return table
 
 

@@ -15,7 +15,7 @@ The eval set is always checked; ``needs`` adds the optional data that the planne
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,20 @@ SMALL_TRAIN = 20
 SHOWN_ISSUES = 10
 
 
+class RungCheck(BaseModel):
+    """Whether one rung can run on this task, and if not, why and what to change."""
+
+    name: str
+    title: str
+    runs: bool
+    reason: str | None = Field(
+        None, description="Why it does not run: it does not apply, or its data cannot be built."
+    )
+    fix: str | None = Field(None, description="What to change so that it runs (a column to map, a field to add).")
+    applies: bool = Field(True, description="False: the task lacks what the rung needs (no train:, no documents:).")
+    rows: int | None = Field(None, description="Rows its data preparation built (demonstrations, SFT rows, …).")
+
+
 class PreflightReport(BaseModel):
     """What the ladder will read, counted, and what the user should know about it before it runs."""
 
@@ -56,6 +70,10 @@ class PreflightReport(BaseModel):
     preference_path: str | None = None
     preference_n: int | None = Field(None, description="Preference pairs (after `preference.limit`).")
     notes: list[str] = Field(default_factory=list, description="Warnings that do not stop the ladder.")
+
+    rungs: list[RungCheck] = Field(
+        default_factory=list, description="Whether each planned rung can run (check_rungs); empty: not checked."
+    )
 
     def counts(self) -> dict[str, int | None]:
         return {"eval": self.eval_n, "train": self.train_n, "documents": self.documents_n}
@@ -265,66 +283,51 @@ def _check_documents(task: Task, where: str, report: PreflightReport) -> None:
 
 
 def _check_train(task: Task, where: str, report: PreflightReport, eval_inputs: set[str]) -> None:
-    from tailorlm.eval.examples import build_examples
+    from tailorlm.ladder.training_data import load_training, references
 
     spec = task.train
     if spec is None:
         raise _missing_block(where, "train", "training data")
     path = _data_file(task, spec, "train", where)
     try:
-        # Detection over every format, not only eval: an Alpaca file has an `input` key too, and read as eval it
-        # would "load" with its instruction and output hidden in metadata. extra="ignore" because eval-style rows
-        # carry ids and doc_ids, which the eval loader keeps as metadata below.
-        detected = load_dataset(path, spec.format, extra="ignore", **_options(spec))  # type: ignore[arg-type]
+        # The one reader every rung uses: train.fields, the eval loader and the template, or a chat file.
+        data = load_training(task)
     except DataError as err:
         raise _wrap(err, where, "train") from err
-    if detected.kind not in ("eval", "chat"):
-        raise DataError(
-            f"{where}: train.path: {path} holds {detected.kind} records ({detected.format} format), "
-            "not training records",
-            hint="training data is eval-style records (input + reference; map columns with train.fields) or chat "
-            "records: OpenAI messages, Alpaca (instruction/output) or ShareGPT (conversations)",
-        )
-    records: list[Any] = detected.records
-    if detected.kind == "eval":
-        try:
-            # Exactly how the ladder reads training records: through the eval loader and the task's template.
-            _, dataset = build_examples(task.model_copy(update={"eval": spec}))
-        except DataError as err:
-            raise _wrap(err, where, "train") from err
-        except ConfigError as err:
-            raise ConfigError(f"{where}: input_template (on train records): {err.message}", hint=err.hint) from err
+    except ConfigError as err:  # the input template fails on a training record
+        raise ConfigError(f"{where}: input_template (on train records): {err.message}", hint=err.hint) from err
+    if data.kind == "eval":
+        # Not an error here: a rung that needs answers says it cannot run (check_rungs), the others go on.
         column = spec.fields.get("reference", "reference")
-        problems = _missing_references(dataset, path, column)
-        _raise_problems(where, "train", path, problems, "lack a reference (the answer to train on)")
-        records = dataset.records
+        missing = _missing_references(_reloaded(task, spec), path, column)
+        if missing:
+            report.notes.append(
+                f"{len(missing)} training record(s) lack a reference, and rungs that learn from answers leave them "
+                f"out; the first: {missing[0]}"
+            )
     else:
         report.notes.append(
-            f"the training data is {detected.format} chat records: few-shot and LoRA use the first user turn and "
-            "the last assistant turn; RAG + LoRA needs question/answer records to retrieve for, and will fail"
+            f"the training data is {data.format} chat records: every rung reads the first user turn as the "
+            "question and the last assistant turn as the answer"
         )
-    report.train_path, report.train_kind, report.train_n = str(path), detected.kind, _limited(len(records), spec)
+    report.train_path, report.train_kind, report.train_n = str(path), data.kind, len(data.examples)
+    if not [ex for ex in data.examples if references(ex)]:
+        return  # check_rungs says what cannot run, and why
     if report.train_n < SMALL_TRAIN:
         report.notes.append(f"only {report.train_n} training record(s): few-shot and LoRA have little to learn from")
     # Eval questions in the training data inflate every trained or few-shot rung: a leak the report cannot see.
-    if leaked := len(eval_inputs & _train_inputs(records, detected.kind)):
+    train_inputs = {_norm(str(ex.record.get("input") or ex.text)) for ex in data.examples}
+    if leaked := len(eval_inputs & train_inputs):
         report.notes.append(
             f"{leaked} eval input(s) also appear in the training data: trained and few-shot rungs will look better "
             "than they are; remove them from the train file"
         )
 
 
-def _first_user_turn(record: Any) -> str | None:
-    for message in record.messages:
-        if message.role == "user" and message.content:
-            return str(message.content)
-    return None
+def _reloaded(task: Task, spec: DataSpec) -> Dataset:
+    from tailorlm.eval.examples import load_records
 
-
-def _train_inputs(records: Iterable[Any], kind: str) -> set[str]:
-    if kind == "eval":
-        return {_norm(r.input) for r in records}
-    return {_norm(text) for r in records if (text := _first_user_turn(r)) is not None}
+    return load_records(task, spec)[1]
 
 
 # --- preference --------------------------------------------------------------------------------------------------
@@ -342,3 +345,44 @@ def _check_preference(task: Task, where: str, report: PreflightReport) -> None:
     report.preference_path, report.preference_n = str(path), _limited(len(dataset), spec)
     if report.preference_n < SMALL_TRAIN:
         report.notes.append(f"only {report.preference_n} preference pair(s): preference tuning has little signal")
+
+
+# --- rungs -------------------------------------------------------------------------------------------------------
+
+
+def check_rungs(task: Task, names: list[str] | None = None, *, ctx: Any = None) -> list[RungCheck]:
+    """Every rung (or the named ones), and whether it can run: it applies to the task's data, and its data
+    preparation (``Rung.prepare``: demonstrations, SFT rows, RAFT questions, head labels) succeeds, without a model.
+
+    ``tailor init``'s "runs" column and ``tailor ladder``'s preflight both come from here, and the ladder builds
+    with the same ``prepare``, so "runs" means the rung's data will build. Retrieval (RAFT's gold passages) needs
+    the embedder and is not tried. ``ctx`` is the ladder's context (its settings, e.g. ``--quick``'s smaller ones);
+    by default the task's own ladder settings.
+    """
+    from tailorlm.errors import TailorError
+    from tailorlm.ladder.context import LadderContext
+    from tailorlm.ladder.rungs import applicable
+
+    if ctx is None:
+        ctx = LadderContext(task=task, config=task.ladder, model="default", dir=Path("."), progress=False)
+    checks = []
+    for rung, why in applicable(task, names):
+        check = RungCheck(name=rung.name, title=rung.title, runs=why is None, reason=why, applies=why is None)
+        if why is None:
+            try:
+                check.rows = len(rung.prepare(ctx))
+            except TailorError as err:
+                issues = getattr(err, "issues", None) or []  # a load error: its first file:line: field
+                check.runs, check.fix = False, err.hint
+                check.reason = err.message + (f" ({issues[0]})" if issues else "")
+        checks.append(check)
+    return checks
+
+
+def cannot_run(checks: Sequence[RungCheck], where: str) -> DataError:
+    """One error for the rungs that apply but cannot run: each with its reason and its fix."""
+    lines = [f"{where}: {len([c for c in checks if not c.runs])} requested rung(s) cannot run:"]
+    for c in checks:
+        if not c.runs:
+            lines.append(f"  {c.title}: {c.reason}" + (f" (fix: {c.fix})" if c.fix else ""))
+    return DataError("\n".join(lines), hint="fix the data or task.yaml, or leave these rungs out (--rungs)")

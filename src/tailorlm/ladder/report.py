@@ -237,6 +237,8 @@ def _plan_section(results: Sequence[RungResult]) -> Table | None:
         else:
             ratio_cell = "—"
         basis = r.estimate.basis if r.estimate is not None else ""
+        if r.estimate is not None and r.estimate.dominant:
+            basis += f"; {r.estimate.dominant}"
         if r.cached:
             basis = (basis + "; " if basis else "") + "cached: actual is from the run that built it"
         rows.append([r.title, _num(est), _num(act), ratio_cell, basis or "—"])

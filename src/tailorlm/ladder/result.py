@@ -66,6 +66,9 @@ class Estimate(BaseModel):
     eval_s: float
     peak_rss_mb: float | None = None
     basis: str = Field("", description="How it was worked out, in a few words.")
+    dominant: str | None = Field(
+        None, description="What dominates the eval time and the setting that cuts it (e.g. max_new_tokens)."
+    )
 
     @property
     def total_s(self) -> float:

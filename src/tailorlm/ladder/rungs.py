@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tailorlm.core.system import AnswerExtraction, FewShotExample, FewShotSelection, PromptSpec, RetrieverSpec, System
 from tailorlm.core.task import Task
 from tailorlm.errors import ConfigError, DataError
+from tailorlm.ladder.training_data import raft_queries, with_references
 from tailorlm.models.engines.base import GenerationParams
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ class Rung:
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
         raise NotImplementedError
+
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        """The rung's data, built from the task's training records without a model: demonstrations, SFT rows,
+        RAFT questions, head rows ([] for a rung that reads none). ``build`` uses it, and the preflight calls it to
+        prove the rung can run: a ``DataError`` (with the column to map or the field to add) means it cannot."""
+        return []
 
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
         """Chat records a training rung trains on (the plan times a few steps on them)."""
@@ -108,7 +115,7 @@ def register_rung(rung: Rung) -> Rung:
 def demonstrations(ctx: LadderContext, limit: int) -> list[FewShotExample]:
     """Training records as demonstrations: the input as the eval set shows it (the task's template), and the first
     reference as the answer. A seeded sample, so the pool does not depend on the file's order."""
-    examples = ctx.train_examples()
+    examples = with_references(ctx.train_examples(), "few-shot", ctx.train_path())
     rng = random.Random(ctx.task.seed)
     chosen = rng.sample(examples, min(limit, len(examples)))
     return [FewShotExample(input=ex.text, output=first_reference(ex.reference)) for ex in chosen]
@@ -123,8 +130,6 @@ def first_reference(reference: Any) -> str:
 def few_shot_prompt(ctx: LadderContext) -> PromptSpec:
     cfg = ctx.config.few_shot
     pool = demonstrations(ctx, cfg.pool)
-    if not pool:
-        raise DataError(f"{ctx.task.resolve(ctx.task.train.path) if ctx.task.train else 'train'}: no records")
     return PromptSpec(few_shot=pool, selection=FewShotSelection(strategy=cfg.selection, k=cfg.k, seed=ctx.task.seed))
 
 
@@ -144,6 +149,9 @@ class FewShot(Rung):
     uses = frozenset({"train"})
     config_keys = ("few_shot",)
     below = "zero-shot"
+
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        return demonstrations(ctx, ctx.config.few_shot.pool)
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
         return Built(System(name=self.name, model=ctx.model, prompt=few_shot_prompt(ctx)))
@@ -205,21 +213,28 @@ class OptimizedPrompt(Rung):
     config_keys = ("optimize",)
     below = "few-shot"
 
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        """The training records the search reads (pool, dev and test), which must have references."""
+        cfg = ctx.config.optimize
+        examples = with_references(ctx.train_examples(), "the prompt search", ctx.train_path())
+        n, need = len(examples), cfg.pool_size + cfg.dev_size + 1
+        if n < need:
+            raise ConfigError(
+                f"the optimized-prompt rung needs at least {need} training records with a reference "
+                f"(ladder.optimize.pool_size {cfg.pool_size} + dev_size {cfg.dev_size} + 1 to test on); the task "
+                f"has {n}",
+                hint="lower ladder.optimize.pool_size and dev_size, or add training records",
+            )
+        return examples[: cfg.pool_size + 2 * cfg.dev_size]
+
     def build(self, ctx: LadderContext, out: Path) -> Built:
         from tailorlm.prompting.optimize import OptimizeConfig, optimize_prompt
 
         cfg = ctx.config.optimize
         # The search ranks candidates on training records only: the eval set stays untouched for the comparison.
-        assert ctx.task.train is not None
-        n, need = len(ctx.train_examples()), cfg.pool_size + cfg.dev_size + 1
-        if n < need:
-            raise ConfigError(
-                f"the optimized-prompt rung needs at least {need} training records (ladder.optimize.pool_size "
-                f"{cfg.pool_size} + dev_size {cfg.dev_size} + 1 to test on); the task has {n}",
-                hint="lower ladder.optimize.pool_size and dev_size, or add training records",
-            )
-        limit = cfg.pool_size + 2 * cfg.dev_size
-        search_task = ctx.task.model_copy(update={"eval": ctx.task.train.model_copy(update={"limit": limit})})
+        # It reads them as every rung does (train.fields, chat files), not by loading train: as an eval set.
+        examples = self.prepare(ctx)
+        search_task = ctx.task.model_copy(update={"eval": ctx.task.train})
         result = optimize_prompt(
             System(name=self.name, model=ctx.model),
             search_task,
@@ -227,6 +242,7 @@ class OptimizedPrompt(Rung):
                            test_size=cfg.dev_size, seed=ctx.task.seed, batch_size=ctx.config.batch_size),
             root=out / "runs",
             progress=ctx.progress,
+            examples=examples,
         )  # fmt: skip
         tokens = 0
         for path in (out / "runs").rglob("metrics.json"):
@@ -268,6 +284,9 @@ class RagFewShot(Rung):
     config_keys = ("rag", "few_shot")
     below = "rag"
 
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        return demonstrations(ctx, ctx.config.few_shot.pool)
+
     def build(self, ctx: LadderContext, out: Path) -> Built:
         spec, built = retriever(ctx)
         built.system = System(name=self.name, model=ctx.model, retriever=spec, prompt=few_shot_prompt(ctx))
@@ -285,12 +304,12 @@ def sample_records(records: list[Any], limit: int | None, seed: int) -> list[Any
 
 def chat_records(ctx: LadderContext) -> list[dict[str, Any]]:
     """Training records as chat turns: the input as the eval set shows it, answered with the first reference."""
-    examples = sample_records(ctx.train_examples(), ctx.config.sft.max_records, ctx.task.seed)
+    examples = with_references(ctx.train_examples(), "LoRA SFT", ctx.train_path())
+    examples = sample_records(examples, ctx.config.sft.max_records, ctx.task.seed)
     return [
         {"messages": [{"role": "user", "content": ex.text},
                       {"role": "assistant", "content": first_reference(ex.reference)}]}
         for ex in examples
-        if first_reference(ex.reference)
     ]  # fmt: skip
 
 
@@ -303,8 +322,13 @@ class Lora(Rung):
     below = "few-shot"
     trains = True
 
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        return self.training_records(ctx)
+
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
-        return ctx.records.setdefault(self.name, chat_records(ctx))
+        if self.name not in ctx.records:
+            ctx.records[self.name] = chat_records(ctx)
+        return ctx.records[self.name]
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
         built = ctx.train(self.name, self.training_records(ctx), out)
@@ -321,18 +345,21 @@ class RagLora(Rung):
     below = "rag"
     trains = True
 
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        """The RAFT questions (no retrieval: that needs the embedder): see ``raft_queries``."""
+        return raft_queries(ctx.train_examples(), ctx.train_path())
+
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
         """RAFT records (Zhang et al. 2024): each training question with its gold passage among retrieved
         distractors (or distractors only), shown exactly as the RAG System shows sources at inference."""
-        from tailorlm.rag.evaluation import load_queries
         from tailorlm.rag.index import Index
         from tailorlm.rag.sft_data import make_sft_records
 
         if self.name in ctx.records:
             return ctx.records[self.name]
         spec, _ = retriever(ctx)
-        assert ctx.task.train is not None
-        queries = load_queries(ctx.task.resolve(ctx.task.train.path))
+        # The questions as every rung reads training records: through train.fields, chat files included.
+        queries = self.prepare(ctx)
         limit = ctx.config.sft.max_records
         if limit is not None:
             # Retrieval per question is the cost here: draw a margin over the limit for questions whose gold
@@ -342,7 +369,7 @@ class RagLora(Rung):
         try:
             records, counts = make_sft_records(
                 idx.retriever(), queries, spec=spec, distractors=ctx.config.raft.distractors,
-                p_oracle=ctx.config.raft.p_oracle, seed=ctx.task.seed, render=_question_renderer(ctx.task),
+                p_oracle=ctx.config.raft.p_oracle, seed=ctx.task.seed, render=_question_renderer(ctx),
             )  # fmt: skip
         finally:
             idx.close()
@@ -390,17 +417,26 @@ class Head(Rung):
         return None
 
     def labels(self, ctx: LadderContext) -> list[str]:
-        labels = sorted({first_reference(ex.reference) for ex in ctx.train_examples()})
+        examples = with_references(ctx.train_examples(), "a classification head", ctx.train_path())
+        labels = sorted({first_reference(ex.reference) for ex in examples})
         if not 2 <= len(labels) <= MAX_LABELS:
-            raise DataError(f"a head needs 2 to {MAX_LABELS} distinct training labels, found {len(labels)}")
+            raise DataError(
+                f"{ctx.train_path()}: a head needs 2 to {MAX_LABELS} distinct training labels, found {len(labels)}",
+                hint="map the label column: `train.fields: {reference: COLUMN}` in task.yaml",
+            )
         return labels
 
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        self.labels(ctx)
+        return self.training_records(ctx)
+
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
-        examples = sample_records(ctx.train_examples(), ctx.config.head.max_records, ctx.task.seed)
-        # The text as the eval harness sends it (through the task's template): the head reads what it will read.
-        return ctx.records.setdefault(
-            self.name, [{"text": ex.text, "label": first_reference(ex.reference)} for ex in examples]
-        )
+        if self.name not in ctx.records:
+            examples = with_references(ctx.train_examples(), "a classification head", ctx.train_path())
+            examples = sample_records(examples, ctx.config.head.max_records, ctx.task.seed)
+            # The text as the eval harness sends it (through the task's template): the head reads what it will read.
+            ctx.records[self.name] = [{"text": ex.text, "label": first_reference(ex.reference)} for ex in examples]
+        return ctx.records[self.name]
 
     def recipe(self, ctx: LadderContext, data: Path, *, max_steps: int | None = None) -> Any:
         from tailorlm.train.heads.config import HeadData, HeadRecipe, HeadTraining
@@ -459,14 +495,13 @@ class Head(Rung):
         )  # fmt: skip
 
 
-def _question_renderer(task: Task) -> Callable[[Any], str]:
-    """The question as the eval harness shows it to a RAG System: through the task's input template."""
-    from tailorlm.eval.examples import render_input
+def _question_renderer(ctx: LadderContext) -> Callable[[Any], str]:
+    """The question as the eval harness shows it to a RAG System: the training example's text, already through
+    the task's input template (with the record's own metadata and context), looked up by the query's id."""
+    texts = {ex.id: ex.text for ex in ctx.train_examples()}
 
     def render(query: Any) -> str:
-        from tailorlm.data.records import EvalRecord
-
-        return render_input(task.input_template, EvalRecord(input=query.question, reference=query.answers or None))
+        return texts.get(query.id, query.question)
 
     return render
 

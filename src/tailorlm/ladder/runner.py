@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from tailorlm.core.io import atomic_write_json, atomic_write_text
 from tailorlm.core.system import System
@@ -166,6 +167,7 @@ class Ladder:
         self.console = console or Console(stderr=True)
         self.dir = Path(out) if out else default_dir(task, quick)
         self.rungs = applicable(self.task, rungs or config.rungs)
+        self.requested = (rungs or config.rungs) is not None  # named by the user: one that cannot run is an error
         self.ctx = LadderContext(
             task=self.task, config=config, model=model, dir=self.dir, progress=progress,
             training_display=training_display,
@@ -176,14 +178,27 @@ class Ladder:
     def runnable(self) -> list[Rung]:
         return [r for r, why in self.rungs if why is None]
 
-    def preflight(self) -> Any:
-        """Every data problem, before any model loads: file, line and field (ladder.preflight)."""
-        from tailorlm.ladder.preflight import preflight
+    def preflight(self, *, plan_only: bool = False) -> Any:
+        """Every data problem, before any model loads: file, line and field (ladder.preflight). Then each rung's
+        data is built without a model (``check_rungs``): a rung the user named that cannot run stops the ladder
+        here (a plan only lists it); one the ladder chose by default is skipped with its reason and fix."""
+        from tailorlm.ladder.preflight import cannot_run, check_rungs, preflight, task_file_of
 
         needs: set[str] = set()
         for rung in self.runnable():
             needs |= set(rung.uses)
-        return preflight(self.task, needs)
+        report = preflight(self.task, needs)
+        report.rungs = check_rungs(self.task, [r.name for r in self.runnable()], ctx=self.ctx)
+        blocked = {c.name: c for c in report.rungs if not c.runs}
+        if blocked and self.requested and not plan_only:
+            raise cannot_run(list(blocked.values()), str(task_file_of(self.task)))
+        for c in blocked.values():
+            fix = f" [dim](fix: {escape(c.fix)})[/]" if c.fix else ""
+            self.console.print(f"[yellow]{c.title}: won't run, {escape(str(c.reason))}[/]{fix}", highlight=False)
+        self.rungs = [
+            (r, f"won't run: {blocked[r.name].reason}" if r.name in blocked else why) for r, why in self.rungs
+        ]
+        return report
 
     def key(self, rung: Rung) -> str:
         return rung_key(self.task, rung.name, self.ctx.model, rung.config_keys, set(rung.uses))
@@ -196,7 +211,7 @@ class Ladder:
 
     def run(self, *, plan_only: bool = False) -> LadderOutcome:
         start = time.perf_counter()
-        self.preflight()
+        self.preflight(plan_only=plan_only)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_state("running", [])
         plan = self.plan()

@@ -539,15 +539,17 @@ def task_from_text(text: str, task_file: Path) -> Task:
 class RungPlan:
     name: str
     title: str
-    applies: bool
-    reason: str | None  # why it is skipped
+    applies: bool  # it runs: the task's data has what it needs, and its data builds
+    reason: str | None  # why it does not run
+    fix: str | None = None  # what to change so that it runs
 
 
 def rung_plan(task: Task) -> list[RungPlan]:
-    """Every ladder rung, in ladder order, and whether this task's data lets it run (the ladder's own rules)."""
-    from tailorlm.ladder.rungs import applicable
+    """Every ladder rung, in ladder order, and whether it will run: the ladder's preflight decides (``check_rungs``
+    builds each rung's data without a model), so init's "runs" is what the ladder will do."""
+    from tailorlm.ladder.preflight import check_rungs
 
-    return [RungPlan(r.name, r.title, reason is None, reason) for r, reason in applicable(task)]
+    return [RungPlan(c.name, c.title, c.runs, c.reason, c.fix) for c in check_rungs(task)]
 
 
 # --- all of it ---------------------------------------------------------------------------------------------------

@@ -98,11 +98,16 @@ def optimize_prompt(
     root: str | Path = "runs",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    examples: list[Example] | None = None,
 ) -> OptimizeResult:
-    """Search for a better prompt program for ``system`` on ``task``; returns the best System and the scores."""
+    """Search for a better prompt program for ``system`` on ``task``; returns the best System and the scores.
+
+    ``examples`` searches on records the caller has read (the ladder's training records, chat files included)
+    instead of the task's eval set."""
     cfg = cfg or OptimizeConfig()
     metric = task.primary
-    examples, _ = build_examples(task)
+    if examples is None:
+        examples, _ = build_examples(task)
     pool, dev, test = split_examples(examples, cfg)
     start = system.prompt or PromptSpec()
     rng = random.Random(cfg.seed)

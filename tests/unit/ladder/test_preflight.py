@@ -10,7 +10,7 @@ import pytest
 
 from tailorlm.core.task import Task
 from tailorlm.errors import ConfigError, DataError
-from tailorlm.ladder.preflight import SMALL_EVAL, PreflightReport, preflight
+from tailorlm.ladder.preflight import SMALL_EVAL, PreflightReport, check_rungs, preflight
 
 pytestmark = pytest.mark.unit
 
@@ -251,11 +251,18 @@ def test_train_bad_records_name_file_line_field(tmp_path: Path) -> None:
     assert f"{tmp_path / 'train.jsonl'}:1: messages[1].role" in _error(exc)
 
 
-def test_train_missing_reference(tmp_path: Path) -> None:
+def test_train_missing_reference_is_a_note_and_rungs_that_need_answers_cannot_run(tmp_path: Path) -> None:
     _jsonl(tmp_path / "train.jsonl", [*_qa(1), {"question": "no answer"}])
-    with pytest.raises(DataError) as exc:
-        preflight(_task(tmp_path, TRAIN, _qa(2)), {"train"})
-    assert f"{tmp_path / 'train.jsonl'}:2: answer: missing reference" in _error(exc)
+    report = preflight(_task(tmp_path, TRAIN, _qa(2)), {"train"})
+    assert any(f"{tmp_path / 'train.jsonl'}:2: answer: missing reference" in n for n in report.notes)
+    assert all(c.runs for c in check_rungs(Task.load(tmp_path / "task.yaml"), ["few-shot", "lora"]))
+    # No record has an answer: the training rungs say they cannot run, why, and the column to map.
+    _jsonl(tmp_path / "train.jsonl", [{"question": "no answer"}, {"question": "none either"}])
+    checks = {c.name: c for c in check_rungs(Task.load(tmp_path / "task.yaml"), ["zero-shot", "few-shot", "lora"])}
+    assert checks["zero-shot"].runs and not checks["few-shot"].runs and not checks["lora"].runs
+    assert "has a reference" in str(checks["lora"].reason) and "train.fields: {reference: COLUMN}" in str(
+        checks["lora"].fix
+    )
 
 
 def test_train_of_another_kind_is_refused(tmp_path: Path) -> None:

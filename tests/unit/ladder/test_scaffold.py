@@ -272,7 +272,11 @@ def test_rungs_follow_the_data(tmp_path: Path) -> None:
     result = scaffold(tmp_path)
     assert result.task.metrics == ["numeric_match"]
     assert (result.report.train_n, result.report.documents_n) == (6, 1)
-    # every rung but the classification head (a numeric task has no label metric)
-    assert all(r.applies for r in result.rungs if r.name != "head"), [(r.name, r.reason) for r in result.rungs]
-    assert not next(r for r in result.rungs if r.name == "head").applies
+    # every rung but the classification head (a numeric task has no label metric) and the optimized prompt (its
+    # search needs more training records than 6: the preflight built its data and said so, with the fix)
+    runs = {r.name: r for r in result.rungs}
+    assert all(r.applies for r in result.rungs if r.name not in ("head", "optimized-prompt")), runs
+    assert not runs["head"].applies
+    assert not runs["optimized-prompt"].applies and "needs at least 81" in str(runs["optimized-prompt"].reason)
+    assert "pool_size" in str(runs["optimized-prompt"].fix)
     assert [r.name for r in rung_plan(result.task)] == [r.name for r in result.rungs]
