@@ -361,7 +361,9 @@ def _train_fields(path: Path, eval_fields: Mapping[str, str]) -> dict[str, str]:
     if eval_fields and all(column in columns for column in eval_fields.values()):
         return dict(eval_fields)
     guessed = guess_fields(columns)
-    return _mapping(guessed) if {"input", "reference"} <= guessed.keys() else {}
+    # An input without a guessable answer column is still mapped: the records load, and the rungs that need
+    # answers say they cannot run and which column to map (check_rungs), instead of init failing on the format.
+    return _mapping(guessed) if "input" in guessed else {}
 
 
 def _preference_fields(path: Path) -> dict[str, str]:
