@@ -34,8 +34,9 @@ from tailorlm.ladder.result import Estimate
 from tailorlm.ladder.rungs import Rung
 
 PLAN_FILE = "plan.json"
-# Above this share of a batch's time, one part (decoding, or the prefill of long RAG prompts) is what to cut.
-DOMINANT_SHARE = 0.6
+# From this share of a batch's time, a part (decoding, or the prefill of long RAG prompts) is worth naming with the
+# setting that cuts it: a RAG batch of long answers is about half each, and both settings then pay.
+DOMINANT_SHARE = 0.4
 CALIBRATION_STEPS = 3  # the first step warms up (allocations, kernels); the other two are timed
 SAVE_S = 2.0  # writing an adapter and system.yaml
 
@@ -127,19 +128,21 @@ class Calibration:
         if seconds <= 0 or self.step_s is None:
             return None
         decode_share = min(steps * self.step_s / seconds, 1.0)
+        parts = []
         # Only a batch that decoded up to the cap can be cut by a lower cap: shorter ones stopped on their own.
         if decode_share >= DOMINANT_SHARE and steps >= 0.9 * max_new:
             avg = self.reference_tokens()
             line = (f"decoding is {decode_share:.0%} of each batch ({steps} new tokens, max_new_tokens {max_new}); "
                     f"answers average {avg:.0f} tokens")  # fmt: skip
             if max_new > 1.5 * avg + 16:
-                return line + ": lower `generation.max_new_tokens` to cut eval time"
-            return line + ": long answers cost decoding steps; `ladder.eval_limit` scores fewer examples"
+                parts.append(line + ": lower `generation.max_new_tokens` to cut eval time")
+            else:
+                parts.append(line + ": long answers cost decoding steps; `ladder.eval_limit` scores fewer examples")
         if 1 - decode_share >= DOMINANT_SHARE and "documents" in rung.uses:
             k = self.ctx.config.rag.top_k
-            return (f"prefill of {prompt_tokens:.0f} prompt tokens per question is {1 - decode_share:.0%} of each "
-                    f"batch: lower `ladder.rag.top_k` ({k}) or `ladder.rag.chunk_tokens`")  # fmt: skip
-        return None
+            parts.append(f"prefill of {prompt_tokens:.0f} prompt tokens per question is {1 - decode_share:.0%} of "
+                         f"each batch: lower `ladder.rag.top_k` ({k}) or `ladder.rag.chunk_tokens`")  # fmt: skip
+        return "; ".join(parts) or None
 
     def answer_steps(self) -> int:
         """Decoding steps a fine-tuned System takes per batch: its answers are as long as the training answers."""
