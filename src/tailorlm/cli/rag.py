@@ -240,7 +240,9 @@ def calibrate_cmd(
 
 @app.command("make-sft-data")
 def make_sft_data_cmd(
-    questions: Path = typer.Argument(None, help="JSONL of questions with answers (and gold spans or doc_ids)."),
+    questions: Path = typer.Argument(
+        None, help="JSONL of questions with answers; gold spans or doc_ids optional (else found by the answer)."
+    ),
     index: str = typer.Option(..., "--index", "-i", help=INDEX_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL of chat records."),
     distractors: int = typer.Option(3, "--distractors", help="Retrieved non-gold passages per record."),
@@ -254,7 +256,7 @@ def make_sft_data_cmd(
     """RAFT-style SFT data: each question with its gold passage among retrieved distractors, answer cited."""
     from tailorlm.rag.evaluation import load_queries
     from tailorlm.rag.index import Index
-    from tailorlm.rag.sft_data import make_sft_records, write_jsonl
+    from tailorlm.rag.sft_data import gold_summary, make_sft_records, write_jsonl
 
     if no_oracle not in ("reference", "abstain"):
         raise ConfigError(f"--no-oracle must be 'reference' or 'abstain', not {no_oracle!r}")
@@ -289,6 +291,7 @@ def make_sft_data_cmd(
         raise TailorError("no records written: no question had a retrievable gold passage", hint=json.dumps(counts))
     write_jsonl(records, out)
     console.print(f"wrote {counts['written']} records ({counts['with_oracle']} with the gold passage) → {out}")
+    console.print(gold_summary(counts))
     skipped = counts["skipped_no_gold"] + counts["skipped_no_answer"]
     if skipped:
         console.print(f"[yellow]skipped {skipped}[/]: {json.dumps(counts)}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tailorlm.core.system import AnswerExtraction, FewShotExample, FewShotSelection, PromptSpec, RetrieverSpec, System
 from tailorlm.core.task import Task
 from tailorlm.errors import ConfigError, DataError
-from tailorlm.ladder.training_data import raft_queries, with_references
+from tailorlm.ladder.training_data import raft_queries, sft_rows, with_references
 from tailorlm.models.engines.base import GenerationParams
 
 if TYPE_CHECKING:
@@ -305,12 +305,7 @@ def sample_records(records: list[Any], limit: int | None, seed: int) -> list[Any
 def chat_records(ctx: LadderContext) -> list[dict[str, Any]]:
     """Training records as chat turns: the input as the eval set shows it, answered with the first reference."""
     examples = with_references(ctx.train_examples(), "LoRA SFT", ctx.train_path())
-    examples = sample_records(examples, ctx.config.sft.max_records, ctx.task.seed)
-    return [
-        {"messages": [{"role": "user", "content": ex.text},
-                      {"role": "assistant", "content": first_reference(ex.reference)}]}
-        for ex in examples
-    ]  # fmt: skip
+    return sft_rows(sample_records(examples, ctx.config.sft.max_records, ctx.task.seed))
 
 
 class Lora(Rung):
@@ -376,6 +371,7 @@ class RagLora(Rung):
         if not records:
             raise DataError(f"no RAFT records: no training question had a retrievable gold passage ({counts})")
         ctx.records[self.name] = sample_records(records, limit, ctx.task.seed)
+        ctx.records[f"{self.name}/counts"] = [counts]  # for the note: how the gold passages were found
         return ctx.records[self.name]
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
@@ -385,6 +381,10 @@ class RagLora(Rung):
         system = trained.system.model_copy(update={"name": self.name, "retriever": spec})
         with_gold = sum(1 for r in records if r.get("metadata", {}).get("oracle"))
         note = f"{len(records)} RAFT records, {with_gold} with the gold passage among the sources"
+        if counts := ctx.records.get(f"{self.name}/counts"):
+            from tailorlm.rag.sft_data import gold_summary
+
+            note += f"; {gold_summary(counts[0])}"
         return Built(
             system, tokens=trained.tokens, runs=trained.runs, canaries=trained.canaries,
             detail={**built.detail, **trained.detail}, shared_s=built.shared_s,

@@ -5,6 +5,9 @@ Relevance of a retrieved chunk to a question, in order of precision:
 1. ``gold`` spans ``{"doc_id", "start", "end"}``: the chunk overlaps the answer's span in that document;
 2. ``doc_ids``: the chunk comes from a gold document;
 3. ``answers`` only: the chunk's text contains an answer string (normalized as in SQuAD).
+
+RAFT training data (``sft_data.py``) goes further for records with answers only: ``rag.gold`` finds the chunk
+holding the answer also across chunk boundaries and, for long answers, by token overlap.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ class RetrievalQuery:
 
 
 def load_queries(path: str | Path) -> list[RetrievalQuery]:
-    """JSONL: ``question`` (or ``input``), and at least one of ``gold``, ``doc_ids``, ``answers``/``reference``."""
+    """JSONL: ``question`` (or ``input``), and at least one of ``gold``, ``doc_ids``, or reference answers
+    (``answers``, ``answer`` or ``reference``: a string or a list of strings).
+
+    A record with answers only loads with ``gold`` and ``doc_ids`` empty: its relevant chunks are the ones holding
+    an answer (and RAFT data finds its gold passage by the answer, ``rag.gold``)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"questions file not found: {path}")
@@ -62,13 +69,19 @@ def load_queries(path: str | Path) -> list[RetrievalQuery]:
         question = row.get("question", row.get("input"))
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"{path}:{line_no}: question: missing or empty (expected a 'question' string)")
-        answers = row.get("answers", row.get("reference", []))
+        answers = next((row[k] for k in ("answers", "answer", "reference") if row.get(k) is not None), [])
         answers = [answers] if isinstance(answers, str) else list(answers or [])
+        if not all(isinstance(a, str) for a in answers):
+            raise DataError(f"{path}:{line_no}: answers: expected a string or a list of strings, got {answers!r}")
+        answers = [a for a in answers if a.strip()]
         q = RetrievalQuery(
             str(row.get("id", line_no)), question, answers, list(row.get("doc_ids", [])), list(row.get("gold", []))
         )
         if not (q.answers or q.doc_ids or q.gold):
-            raise DataError(f"{path}:{line_no}: gold: none of 'gold', 'doc_ids' or 'answers' is given")
+            raise DataError(
+                f"{path}:{line_no}: gold: none of 'gold', 'doc_ids' or reference answers "
+                "('answers', 'answer' or 'reference') is given"
+            )
         out.append(q)
     if not out:
         raise DataError(f"{path}: no questions")

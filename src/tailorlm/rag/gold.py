@@ -124,14 +124,14 @@ class Segment:
 
     chunks: tuple[ChunkLike, ...]
     norm: str
-    offsets: array  # int64 document offset of each token's word, in token order
+    offsets: array  # int32 document offset of each token's word, in token order
 
     @classmethod
     def of(cls, chunks: Sequence[ChunkLike]) -> Segment:
         """Chunks of one document in order. A later chunk contributes only the text past the earlier ones' end:
         chunks overlap, and the overlap must appear once."""
         tokens: list[str] = []
-        offsets = array("q")
+        offsets = array("i")
         covered = -1
         for c in chunks:
             for tok, off in normalize_tokens(c.text):
