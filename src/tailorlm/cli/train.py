@@ -31,6 +31,9 @@ def sft(
     search: Path = typer.Option(None, "--search", help="SPACE.yaml: hyperparameter search with Optuna (pruning)."),
     trials: int = typer.Option(None, "--trials", min=1, help="--search: trials to finish (default 10)."),
     task: Path = typer.Option(None, "--task", help="--search: score trials by this task's metric, not eval loss."),
+    train_from: Path = typer.Option(
+        None, "--train-from", help="Train on this task.yaml's train: records, read as the ladder reads them."
+    ),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="--search: keep trial checkpoints."),
     launcher: str = typer.Option(
         None, "--launcher", help="accelerate: run the recipe in N processes (DDP/FSDP/DeepSpeed)."
@@ -46,6 +49,14 @@ def sft(
     from tailorlm.train.sft import SFTRecipe, fit
 
     source, overrides = recipe_source(recipe, overrides, resume, "recipes/sft-lora.yaml")
+    if train_from is not None and resume is None:
+        # The ladder's reader (train.fields, chat files, the input template) writes the rows the recipe trains on.
+        from tailorlm.core.task import Task
+        from tailorlm.ladder.training_data import write_sft_data
+
+        train_task = Task.load(train_from)
+        data = write_sft_data(train_task, runs_root / "data" / f"{train_task.name}-sft.jsonl")
+        overrides = [*overrides, f"data.path={data.absolute()}", "data.format=openai"]
     from tailorlm.cli._search import is_search_run, search_command
 
     if search is not None or (resume is not None and is_search_run(resume)):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tailorlm.core.system import AnswerExtraction, FewShotExample, FewShotSelection, PromptSpec, RetrieverSpec, System
 from tailorlm.core.task import Task
 from tailorlm.errors import ConfigError, DataError
-from tailorlm.ladder.training_data import raft_queries, with_references
+from tailorlm.ladder.training_data import raft_queries, sft_rows, with_references
 from tailorlm.models.engines.base import GenerationParams
 
 if TYPE_CHECKING:
@@ -305,12 +305,7 @@ def sample_records(records: list[Any], limit: int | None, seed: int) -> list[Any
 def chat_records(ctx: LadderContext) -> list[dict[str, Any]]:
     """Training records as chat turns: the input as the eval set shows it, answered with the first reference."""
     examples = with_references(ctx.train_examples(), "LoRA SFT", ctx.train_path())
-    examples = sample_records(examples, ctx.config.sft.max_records, ctx.task.seed)
-    return [
-        {"messages": [{"role": "user", "content": ex.text},
-                      {"role": "assistant", "content": first_reference(ex.reference)}]}
-        for ex in examples
-    ]  # fmt: skip
+    return sft_rows(sample_records(examples, ctx.config.sft.max_records, ctx.task.seed))
 
 
 class Lora(Rung):

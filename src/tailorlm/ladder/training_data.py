@@ -15,6 +15,7 @@ rung (``Rung.prepare``) and is model-free, so the preflight can run exactly the 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +148,26 @@ def _other_columns(examples: list[Example]) -> str:
     """The unmapped columns of the records (kept as metadata): where the answers may be."""
     columns = sorted({k for ex in examples[:100] for k in (ex.record.get("metadata") or {})} - {"id", *GOLD_KEYS})
     return f"; unmapped columns in the file: {', '.join(columns)}" if columns else ""
+
+
+def sft_rows(examples: list[Example]) -> list[dict[str, Any]]:
+    """Chat records to fine-tune on: the input as the eval set shows it (the task's template), answered with the
+    first reference. Examples without a reference are left out (``with_references`` says when none is left)."""
+    return [
+        {"messages": [{"role": "user", "content": ex.text}, {"role": "assistant", "content": ref}]}
+        for ex in examples
+        if (ref := reference_text(ex)) is not None
+    ]
+
+
+def write_sft_data(task: Task, path: Path) -> Path:
+    """The task's training records as the SFT rows the ladder's LoRA rung trains on, written to ``path`` (OpenAI
+    chat JSONL, what `tailor train sft` reads): `tailor train sft --train-from task.yaml`."""
+    from tailorlm.core.io import atomic_write_text
+
+    data = load_training(task)
+    rows = sft_rows(with_references(data.examples, "SFT", data.path))
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def raft_queries(examples: list[Example], path: Path | str) -> list[Any]:

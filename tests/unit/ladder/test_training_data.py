@@ -243,3 +243,18 @@ def test_the_issue_15_task_runs_every_rung(tmp_path: Path) -> None:
 def test_every_registered_rung_is_checked() -> None:
     """A rung registered later (DPO, distillation, tools) is checked too: check_rungs walks the registry."""
     assert set(TRAINING_RUNGS) <= set(RUNGS)
+
+
+def test_tailor_train_reads_a_task_as_the_ladders_lora_rung_does(tmp_path: Path) -> None:
+    """`tailor train sft --train-from task.yaml` trains on the rows the LoRA rung builds: one reader, one row shape."""
+    from tailorlm.ladder.training_data import write_sft_data
+
+    shape = Shape("Frage", "Antwort", "csv", "str", None, "mapped", None, 4)
+    task = build_task(tmp_path, shape)
+    written = write_sft_data(task, tmp_path / "out" / "sft.jsonl")
+    rows = [json.loads(line) for line in written.read_text().splitlines()]
+    assert rows == Lora().training_records(_context(task, tmp_path))
+    assert rows[0]["messages"] == [
+        {"role": "user", "content": "Q: train question 0?"},
+        {"role": "assistant", "content": "answer number 0"},
+    ]
