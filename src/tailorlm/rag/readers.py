@@ -29,7 +29,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tailorlm.errors import DataError
+from tailorlm.core.safe_text import printable
+from tailorlm.data.readers import JSONProblem, parse_json
+from tailorlm.errors import ConfigError, DataError
 from tailorlm.rag.types import Document
 
 _LOGGER = logging.getLogger("tailorlm.rag")
@@ -63,7 +65,9 @@ class ReadProblem:
     line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}" if self.line is not None else f"{self.path}: {self.message}"
+        # One line, and no raw control characters from the file's name or content reach the terminal.
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return printable(f"{where}: {self.message}")
 
 
 @dataclass
@@ -150,7 +154,18 @@ def _glob_regex(pattern: str) -> str:
 
 
 def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    regexes = [_glob_regex(p) for p in patterns if p.strip()]
+    regexes = []
+    for p in patterns:
+        if not p.strip():
+            continue
+        regex = _glob_regex(p)
+        try:  # a reversed range (``[z-a]``) or an empty class (``[!]``) is not a pattern re can compile
+            re.compile(regex)
+        except re.error as err:
+            raise ConfigError(
+                f"invalid glob pattern {p!r}: {err.msg}", hint="see the glob rules in rag/readers.py"
+            ) from None
+        regexes.append(regex)
     return re.compile("|".join(f"(?:{r})" for r in regexes) + r"\Z") if regexes else None
 
 
@@ -474,9 +489,11 @@ def _jsonl_records(file: Path, source: str, data: bytes | None = None) -> Iterat
             if number == 1:
                 text = text.removeprefix("\ufeff")
             try:
-                yield number, json.loads(text)
+                yield number, parse_json(text)
             except json.JSONDecodeError as err:
                 yield ReadProblem(source, f"invalid JSON: {err.msg} (column {err.colno})", line=number)
+            except JSONProblem as err:  # too deep, a giant integer, a lone surrogate
+                yield ReadProblem(source, f"invalid JSON: {err}", line=number)
     finally:
         if isinstance(lines, io.IOBase):
             lines.close()
@@ -489,7 +506,9 @@ def _json_records(file: Path, source: str) -> tuple[Iterator[Record | ReadProble
     if isinstance(text, ReadProblem):
         return iter([text]), "line"
     try:
-        value = json.loads(text)
+        value = parse_json(text)
+    except JSONProblem as err:  # too deep, a giant integer, a lone surrogate: the whole array is lost
+        return iter([ReadProblem(source, f"invalid JSON: {err}")]), "line"
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # several objects one after another: JSON Lines under a .json name
             return _jsonl_records(file, source, data), "line"
