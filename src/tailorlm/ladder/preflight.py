@@ -355,8 +355,10 @@ def check_rungs(task: Task, names: list[str] | None = None, *, ctx: Any = None) 
     preparation (``Rung.prepare``: demonstrations, SFT rows, RAFT questions, head labels) succeeds, without a model.
 
     ``tailor init``'s "runs" column and ``tailor ladder``'s preflight both come from here, and the ladder builds
-    with the same ``prepare``, so "runs" means the rung's data will build. Retrieval (RAFT's gold passages) needs
-    the embedder and is not tried. ``ctx`` is the ladder's context (its settings, e.g. ``--quick``'s smaller ones);
+    with the same ``prepare``, so "runs" means the rung's data will build. It runs on every training record, not a
+    sample: a head's label set and the prompt search's record count are properties of the whole file, and building
+    rows costs milliseconds per thousand records. Retrieval (RAFT's gold passages) needs the embedder and is not
+    tried. ``ctx`` is the ladder's context (its settings, e.g. ``--quick``'s smaller ones);
     by default the task's own ladder settings.
     """
     from tailorlm.errors import TailorError
