@@ -196,19 +196,28 @@ class Passages:
     stitched_segments: tuple[Segment, ...]
     pairs: tuple[tuple[int, int], ...]  # adjacent pairs, for the overlap level
     ranked: bool
+    # token → indices of the chunks holding it: the overlap level reads only chunks sharing enough of the answer's
+    # tokens (a scan of 5.9k chunks: 0.8 s per unmatched long answer without it, 50 ms with it)
+    postings: dict[str, array]
 
     @classmethod
     def of(cls, chunks: Sequence[ChunkLike], *, ranked: bool = True) -> Passages:
         chunks = tuple(chunks)
+        segments = tuple(Segment.of([c]) for c in chunks)
         stitched = tuple(runs(chunks, MAX_STITCH if ranked else None))
         pairs = tuple((w[0], w[1]) for w in runs(chunks, 2))
+        postings: dict[str, array] = {}
+        for i, seg in enumerate(segments):
+            for tok in set(seg.norm.split()):
+                postings.setdefault(tok, array("i")).append(i)
         return cls(
             chunks,
-            tuple(Segment.of([c]) for c in chunks),
+            segments,
             stitched,
             tuple(Segment.of([chunks[i] for i in w]) for w in stitched),
             pairs,
             ranked,
+            postings,
         )
 
 
@@ -298,26 +307,26 @@ def _overlap(
     if len(tokens) < long_answer_tokens:
         return None
     need = Counter(tokens)
+    bound = min_recall * len(tokens)
+    # How many of the answer's tokens each chunk holds at least once: an upper bound on its multiset recall, from
+    # the postings, so chunks sharing little with the answer are never read.
+    present: Counter[int] = Counter()
+    for t, n in need.items():
+        for i in p.postings.get(t, ()):
+            present[i] += n
 
-    def present(seg: Segment) -> int:
-        # Presence of each distinct token bounds the multiset recall from above; most passages fail this cheap test.
-        return sum(n for t, n in need.items() if f" {t} " in seg.norm)
+    def recall(i: int) -> float:
+        return token_recall(tokens, Counter(p.segments[i].norm.split())) if present[i] >= bound else 0.0
 
-    def recall(seg: Segment) -> float:
-        if present(seg) < min_recall * len(tokens):
-            return 0.0
-        return token_recall(tokens, Counter(seg.norm.split()))
-
-    single = [recall(s) for s in p.segments]
+    single = {i: recall(i) for i in present}
     # (recall, order, chunk indices with the oracle first)
-    scored = [(r, i, (i,)) for i, r in enumerate(single) if r >= min_recall]
+    scored = [(r, i, (i,)) for i, r in single.items() if r >= min_recall]
     for j, (a, b) in enumerate(p.pairs):
-        union = sum(n for t, n in need.items() if f" {t} " in p.segments[a].norm or f" {t} " in p.segments[b].norm)
-        if union < min_recall * len(tokens):
+        if present[a] + present[b] < bound:  # bounds the pair's union from above too
             continue
         r = token_recall(tokens, Counter(Segment.of([p.chunks[a], p.chunks[b]]).norm.split()))
         # A pair counts only where it holds more of the answer than either chunk alone: it straddles the boundary.
-        if r >= min_recall and r > max(single[a], single[b]):
+        if r >= min_recall and r > max(single.get(a, 0.0), single.get(b, 0.0)):
             ra, rb = (token_recall(tokens, Counter(p.segments[i].norm.split())) for i in (a, b))
             first, second = (a, b) if ra >= rb else (b, a)  # the oracle: the chunk holding more of the answer
             scored.append((r, len(p.chunks) + j, (first, second)))
