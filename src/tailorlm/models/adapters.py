@@ -8,6 +8,7 @@ from pathlib import Path
 from tailorlm.core.system import AdapterSpec
 from tailorlm.errors import ModelNotFoundError
 from tailorlm.models.load import LoadedModel
+from tailorlm.models.weights import refuse_pickle_weights
 
 
 def apply_adapters(loaded: LoadedModel, adapters: Sequence[AdapterSpec]) -> LoadedModel:
@@ -20,6 +21,8 @@ def apply_adapters(loaded: LoadedModel, adapters: Sequence[AdapterSpec]) -> Load
             raise ModelNotFoundError(
                 f"adapter folder {spec.path} has no adapter_config.json", hint="point at a folder saved by peft"
             )
+        # PEFT falls back to adapter_model.bin (a pickle) when the folder has no adapter_model.safetensors.
+        refuse_pickle_weights(spec.path, kind="adapter", depth=0)
     names = [spec.name or Path(spec.path).name or f"adapter{i}" for i, spec in enumerate(adapters)]
     model = PeftModel.from_pretrained(loaded.model, adapters[0].path, adapter_name=names[0])
     for spec, name in zip(adapters[1:], names[1:], strict=True):

@@ -20,6 +20,7 @@ import torch
 from tailorlm.errors import ModelNotFoundError
 from tailorlm.models.default import ensure_default_model
 from tailorlm.models.device import pick_device, pick_dtype
+from tailorlm.models.weights import pickle_allowed, refuse_pickle_weights, safetensors_kwargs
 
 _PATHLIKE_PREFIXES = (".", "/", "~")
 
@@ -64,9 +65,13 @@ def resolve_model_path(spec: str) -> str:
 
 
 def _hub_error(spec: str, err: Exception) -> ModelNotFoundError:
+    hint = "use `default`, a local HF folder, or a hub id that is in your HF cache / reachable online"
+    if not pickle_allowed() and "safetensors" in str(err):
+        # use_safetensors=True refused a repository that has only pytorch_model.bin (a pickle).
+        hint += "; tailorlm loads safetensors weights only: set TAILOR_ALLOW_PICKLE=1 if you trust its .bin files"
     return ModelNotFoundError(
         f"could not load model {spec!r}: not a local folder, and the hub could not provide it ({type(err).__name__})",
-        hint="use `default`, a local HF folder, or a hub id that is in your HF cache / reachable online",
+        hint=hint,
     )
 
 
@@ -103,7 +108,8 @@ def _load_pair(path: str, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_loading():
-        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **safetensors_kwargs())
+        return AutoTokenizer.from_pretrained(path), model
 
 
 def load_model(
@@ -114,6 +120,7 @@ def load_model(
     path = resolve_model_path(spec)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    refuse_pickle_weights(path, depth=0)  # before the broad except below, which would call it "corrupt"
     try:
         tokenizer, model = _load_pair(path, dt)
     except Exception as err:

@@ -60,8 +60,14 @@ def _load_model(folder: str, device: str | None) -> Any:
     # (~1 s) each time would cost more than embedding a small pool.
     from sentence_transformers import SentenceTransformer
 
+    from tailorlm.models.weights import refuse_pickle_weights, safetensors_kwargs
+
+    # The transformer sits at the root or in a module folder (0_Transformer/), extra modules (2_Dense/) beside it.
+    refuse_pickle_weights(folder, kind="embedder", depth=1)
     try:
-        return SentenceTransformer(folder, device=device, local_files_only=True)
+        return SentenceTransformer(
+            folder, device=device, local_files_only=True, model_kwargs=safetensors_kwargs() or None
+        )
     except (OSError, ValueError) as err:
         raise ModelNotFoundError(f"cannot load the embedder at {folder}: {err}") from err
 

@@ -76,7 +76,10 @@ def _export(encoder_folder: Path, out: Path) -> None:
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(encoder_folder), local_files_only=True).eval()
+    from tailorlm.models.weights import refuse_pickle_weights, safetensors_kwargs
+
+    refuse_pickle_weights(encoder_folder, kind="embedder", depth=0)
+    model = AutoModel.from_pretrained(str(encoder_folder), local_files_only=True, **safetensors_kwargs()).eval()
 
     class _Encoder(torch.nn.Module):
         # Keyword call: transformers 5's forward signature no longer matches the positional ONNX inputs.

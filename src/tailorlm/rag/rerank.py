@@ -25,7 +25,12 @@ class CrossEncoderReranker:
             raise ModelNotFoundError(f"reranker folder not found: {folder}", hint="give a saved CrossEncoder folder")
         from sentence_transformers import CrossEncoder
 
-        self.model = CrossEncoder(str(path), device="cpu", local_files_only=True)
+        from tailorlm.models.weights import refuse_pickle_weights, safetensors_kwargs
+
+        refuse_pickle_weights(path, kind="embedder", depth=1)
+        self.model = CrossEncoder(
+            str(path), device="cpu", local_files_only=True, model_kwargs=safetensors_kwargs() or None
+        )
 
     def __call__(self, query: str, passages: Sequence[str]) -> list[float]:
         if not passages:

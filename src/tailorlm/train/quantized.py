@@ -44,6 +44,7 @@ def load_4bit(spec: str) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from tailorlm.models.load import LoadedModel, resolve_model_path
+    from tailorlm.models.weights import refuse_pickle_weights, safetensors_kwargs
 
     require_qlora()
     start = time.perf_counter()
@@ -56,8 +57,9 @@ def load_4bit(spec: str) -> Any:
     )
     # Under accelerate/torchrun every process loads its own copy onto its own GPU.
     device = int(os.environ.get("LOCAL_RANK", "0"))
+    refuse_pickle_weights(path, depth=0)
     model = AutoModelForCausalLM.from_pretrained(
-        path, quantization_config=bnb, device_map={"": device}, dtype=torch.bfloat16
+        path, quantization_config=bnb, device_map={"": device}, dtype=torch.bfloat16, **safetensors_kwargs()
     )
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

@@ -23,6 +23,7 @@ from tailorlm.core.system import HeadSpec, System
 from tailorlm.errors import ConfigError
 from tailorlm.models.engines.base import Completion, GenerationParams, Message, Request, StreamChunk, Usage
 from tailorlm.models.load import LoadedModel, quiet_loading, resolve_model_path
+from tailorlm.models.weights import refuse_pickle_weights, safetensors_kwargs
 
 
 def head_tokenizer(path: str) -> Any:
@@ -59,6 +60,8 @@ def load_head_model(path: str, head: HeadSpec, tokenizer: Any, dtype: torch.dtyp
     if head.labels:
         kwargs["id2label"] = dict(enumerate(head.labels))
         kwargs["label2id"] = {name: i for i, name in enumerate(head.labels)}
+    refuse_pickle_weights(path, depth=0)
+    kwargs.update(safetensors_kwargs())
     # "Some weights were newly initialized" is expected for the score layer of a causal-LM backbone.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

@@ -370,6 +370,12 @@ def train_and_save(
     checkpoint = latest_checkpoint(run.path / CHECKPOINT_DIR) if resume else None
     if resume and checkpoint is None:
         log.warning("no complete checkpoint in %s: training from the start", run.path / CHECKPOINT_DIR)
+    if checkpoint is not None:
+        # The Trainer reads optimizer/scheduler/RNG state with torch.load(weights_only=True); the weights must be
+        # safetensors like every other load (see models/weights.py).
+        from tailorlm.models.weights import refuse_pickle_weights
+
+        refuse_pickle_weights(checkpoint, kind="checkpoint", depth=0)
     # Resumed: count only this session's tokens for the speed (read now: rotation may delete the checkpoint).
     tokens_before = _checkpoint_tokens(checkpoint)
     start = time.perf_counter()
