@@ -36,3 +36,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (only CI and developer machines have ../shared)")
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The crash-consistency harness's table of kill points and outcomes (tests/killharness.py), when it ran."""
+    import sys
+
+    harness = sys.modules.get("killharness")
+    if harness is not None and harness.LEDGER:
+        terminalreporter.write_sep("-", "crash consistency: kill points and outcomes")
+        terminalreporter.write_line(harness.summary())

@@ -1,8 +1,7 @@
-"""`tailor eval` end to end on a tiny model: run layout, caching, resume after SIGKILL, compare, errors."""
+"""`tailor eval` end to end on a tiny model: run layout, caching, compare, errors. Resume after SIGKILL: the kill
+harness (test_kill_harness.py)."""
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from tailorlm.cli.main import app
 from tailorlm.core.system import System
 from tailorlm.core.task import Task
 from tailorlm.eval.runner import evaluate
-from tailorlm.models.engines.hf import HFEngine
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -45,16 +43,6 @@ def _write_task(folder: Path, n: int = 24) -> Path:
     return folder / "task.yaml"
 
 
-class CountingEngine(HFEngine):
-    """The real hf engine, counting the requests it is asked to generate."""
-
-    generated = 0
-
-    def generate(self, requests, params=None, **kw):  # type: ignore[override]
-        CountingEngine.generated += len(requests)
-        return super().generate(requests, params, **kw)
-
-
 def test_eval_writes_the_run_layout(tiny_model_dir: Path, tmp_path: Path) -> None:
     task = Task.load(_write_task(tmp_path))
     result = evaluate(
@@ -84,35 +72,6 @@ def test_unchanged_eval_is_served_from_cache(tiny_model_dir: Path, tmp_path: Pat
     assert second.generated == 0
     assert second.metrics["cost"]["load_s"] == 0.0  # nothing to generate: the model is never loaded
     assert second.metrics["metrics"] == first.metrics["metrics"]
-
-
-def test_killed_eval_resumes_generating_only_the_missing(tiny_model_dir: Path, tmp_path: Path) -> None:
-    task_path = _write_task(tmp_path)
-    cache = tmp_path / "cache"
-    # A child process evaluates in chunks of 4 (batch 1 x 4) and SIGKILLs itself after the second chunk.
-    script = f"""
-import os, signal
-from tailorlm.core.system import System
-from tailorlm.core.task import Task
-from tailorlm.eval.runner import EvalConfig, evaluate
-task = Task.load({str(task_path)!r})
-kill = lambda i: os.kill(os.getpid(), signal.SIGKILL) if i == 2 else None
-evaluate(System(model={str(tiny_model_dir)!r}), task, config=EvalConfig(task="t", system="s", batch_size=1),
-         root={str(tmp_path / "runs")!r}, cache_dir={str(cache)!r}, progress=False, on_chunk=kill)
-"""
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr
-    runs = runner.invoke(app, ["runs", "list", "--root", str(tmp_path / "runs"), "--json"])
-    assert json.loads(runs.stdout)[0]["status"] == "interrupted"
-
-    task = Task.load(task_path)
-    system = System(model=str(tiny_model_dir))
-    CountingEngine.generated = 0
-    engine = CountingEngine(str(tiny_model_dir), batch_size=1)
-    resumed = evaluate(system, task, root=tmp_path / "runs", cache_dir=cache, engine=engine, progress=False)
-    assert CountingEngine.generated == 24 - 8  # two chunks of four survived the kill
-    fresh = evaluate(system, task, root=tmp_path / "runs2", cache_dir=tmp_path / "fresh", progress=False)
-    assert resumed.metrics["metrics"] == fresh.metrics["metrics"]
 
 
 def test_cli_eval_and_compare(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

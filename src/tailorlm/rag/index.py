@@ -101,7 +101,9 @@ def _read_config(location: str) -> IndexConfig | None:
         return IndexConfig.model_validate(data) if data is not None else None
     path = Path(location) / INDEX_CONFIG
     if not path.is_file():
-        if Path(location).exists() and any(Path(location).iterdir()):
+        # Hidden entries are a killed first run's atomic-write leftovers (``.index.yaml.XXXX.tmp``), not content: the
+        # next ingest must be able to start the index over.
+        if Path(location).exists() and any(not p.name.startswith(".") for p in Path(location).iterdir()):
             raise TailorError(f"{location} exists but is not a tailorlm index (no {INDEX_CONFIG})")
         return None
     return load_config(IndexConfig, path)

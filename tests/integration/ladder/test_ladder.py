@@ -1,6 +1,6 @@
 """`tailor ladder` end to end on a tiny random model: every rung builds, scores and reports; an unchanged ladder is
-read back without loading a model; a killed ladder resumes without redoing finished rungs; a failing rung is
-reported while the others complete; bad input fails before any training.
+read back without loading a model; a failing rung is reported while the others complete; bad input fails before any
+training. A killed ladder resumes without redoing finished rungs: the kill harness (test_kill_harness.py).
 
 The answers of a random model are noise: these tests check the machinery, not the figures.
 """
@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -242,33 +238,6 @@ def test_a_failing_rung_is_reported_and_the_ladder_goes_on(tmp_path: Path, tiny_
         "zero-shot": ("complete", True), "rag-lora": ("complete", False),
     }  # fmt: skip
     assert not (tmp_path / "ladder" / "rungs" / "rag-lora" / "error.log").exists()
-
-
-def test_killed_ladder_resumes_without_redoing_finished_rungs(tmp_path: Path, tiny_model_dir: Path,
-                                                              tailor_cache: Path) -> None:  # fmt: skip
-    write_task(tmp_path, tiny_model_dir)
-    out = tmp_path / "ladder"
-    cmd = [sys.executable, "-m", "tailorlm.cli.main", "ladder", str(tmp_path / "task.yaml"), "--rungs", RUNGS,
-           "--model", str(tiny_model_dir), "--out", str(out)]  # fmt: skip
-    env = {**os.environ, "TAILOR_CACHE": str(tailor_cache)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = out / "rungs" / "few-shot" / "result.json"
-    deadline = time.monotonic() + 240
-    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the ladder ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = {p.parent.name: p.stat().st_mtime_ns for p in (out / "rungs").glob("*/result.json")}
-    assert {"zero-shot", "few-shot"} <= set(done) and "rag-lora" not in done
-
-    result = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rungs = {r["name"]: r for r in json.loads(result.stdout)["rungs"]}
-    assert all(r["status"] == "complete" for r in rungs.values())
-    for name, mtime in done.items():
-        assert rungs[name]["cached"], name
-        assert (out / "rungs" / name / "result.json").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize(
