@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import os
@@ -220,16 +221,13 @@ def write_trials(run: Run, rows: Sequence[TrialRow], metric: str) -> None:
     lines = [json.dumps({**r.__dict__, "metric": metric}, default=str) for r in rows]
     atomic_write_text(run.path / "trials.jsonl", "".join(line + "\n" for line in lines))
     params = list(dict.fromkeys(k for r in rows for k in r.params))
-    tmp = run.path / "trials.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["number", "state", metric, *params, "seconds", "pruned_at_step", "run"])
-        for r in rows:
-            values = [
-                json.dumps(r.params[p]) if isinstance(r.params.get(p), list) else r.params.get(p) for p in params
-            ]
-            writer.writerow([r.number, r.state, r.score, *values, r.seconds, r.pruned_at_step, r.run])
-    os.replace(tmp, run.path / "trials.csv")
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["number", "state", metric, *params, "seconds", "pruned_at_step", "run"])
+    for r in rows:
+        values = [json.dumps(r.params[p]) if isinstance(r.params.get(p), list) else r.params.get(p) for p in params]
+        writer.writerow([r.number, r.state, r.score, *values, r.seconds, r.pruned_at_step, r.run])
+    atomic_write_text(run.path / "trials.csv", buf.getvalue())  # fsynced, and a full disk is a clear error
 
 
 def link_best(run: Run, artifacts: Path) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tailorlm.core.io import atomic_directory
 from tailorlm.core.run import Run
 from tailorlm.core.system import AdapterSpec, HeadSpec, System
 from tailorlm.models.device import training_bf16
@@ -252,14 +253,18 @@ def fit(recipe: HeadRecipe, run: Run, *, callbacks: Sequence[Any] = ()) -> Syste
         log.warning("no held-out data: temperature scaling skipped (T = 1)")
     run.write_metrics(metrics)
 
+    # Weights go into a temporary folder renamed into place when whole, and system.yaml (atomic) comes last: a killed
+    # save never leaves a torn adapter_model.safetensors under the real name.
     if head_peft_config(recipe.strategy) is not None:
         out_dir = run.artifacts / ADAPTER_DIR
-        trainer.model.save_pretrained(out_dir)  # the adapter plus the trained score layer (modules_to_save)
+        with atomic_directory(out_dir) as tmp:
+            trainer.model.save_pretrained(tmp)  # the adapter plus the trained score layer (modules_to_save)
         system = System(model=recipe.model, adapters=[AdapterSpec(path=str(out_dir), name=recipe.name)])
     else:
         out_dir = run.artifacts / MODEL_DIR
-        trainer.save_model(str(out_dir))
-        trainer.processing_class.save_pretrained(out_dir)
+        with atomic_directory(out_dir) as tmp:
+            trainer.save_model(str(tmp))
+            trainer.processing_class.save_pretrained(tmp)
         system = System(model=str(out_dir))
     system = system.model_copy(
         update={"name": recipe.name, "head": head, "parent": recipe.model, "created_by": run.id}
