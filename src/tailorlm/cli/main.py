@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from tailorlm import __version__
 from tailorlm.cli import data, demo, generate, init, ladder, prompt, rag, report, runs, train
 from tailorlm.cli import eval as eval_cli
 from tailorlm.cli._common import TailorGroup
+from tailorlm.models.weights import ALLOW_PICKLE_ENV
 
 app = typer.Typer(
     cls=TailorGroup,
@@ -42,8 +45,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Load pickle weights (pytorch_model.bin) you trust; as TAILOR_ALLOW_PICKLE=1."
+    ),
 ) -> None:
     """Tailor a language model to one use case, and measure what each step bought."""
+    if allow_pickle:
+        # The environment, not a global: subprocesses (accelerate launch, eval workers) inherit the choice.
+        os.environ[ALLOW_PICKLE_ENV] = "1"
 
 
 if __name__ == "__main__":

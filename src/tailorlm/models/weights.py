@@ -85,7 +85,10 @@ def _convert_hint(kind: str) -> str:
             "load it once in Python you trust (`AutoModelForCausalLM.from_pretrained(folder)`) and "
             "`model.save_pretrained(folder)`, which writes model.safetensors"
         )
-    return f"convert it to safetensors: {how}; or set {ALLOW_PICKLE_ENV}=1 if you trust the file"
+    return (
+        f"convert it to safetensors: {how}; or, if you trust the file, pass --allow-pickle "
+        f"(`tailor --allow-pickle <command> …`) or set {ALLOW_PICKLE_ENV}=1"
+    )
 
 
 def refuse_pickle_weights(folder: str | Path, *, kind: str = "model", depth: int = 1) -> None:

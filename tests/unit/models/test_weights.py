@@ -45,7 +45,7 @@ def test_pickle_only_model_is_refused_with_the_file_and_the_way_out(pickle_model
     assert str(pickle_model_dir / "pytorch_model.bin") in text
     assert "pickle checkpoint, which can run code when loaded" in text
     assert "convert it to safetensors" in text and "save_pretrained" in text
-    assert f"{ALLOW_PICKLE_ENV}=1" in text
+    assert f"{ALLOW_PICKLE_ENV}=1" in text and "--allow-pickle" in text
 
 
 def test_opt_in_loads_the_pickle_model(pickle_model_dir: Path, tiny_model_dir: Path, monkeypatch) -> None:
@@ -160,3 +160,16 @@ def test_source_never_unpickles_unrestricted() -> None:
             if pattern.search(line) and "weights_only=True" not in line:
                 offenders.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_cli_flag_sets_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from typer.testing import CliRunner
+
+    from tailorlm.cli.main import app
+
+    monkeypatch.setenv(ALLOW_PICKLE_ENV, "0")  # recorded, so the flag's "1" is undone after the test
+    result = CliRunner().invoke(app, ["--allow-pickle", "runs", "list", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert os.environ[ALLOW_PICKLE_ENV] == "1"
