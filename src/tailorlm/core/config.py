@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from tailorlm.core.safe_text import printable
 from tailorlm.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,9 +62,21 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         mark = err.problem_mark or err.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = err.problem or err.context or "invalid YAML"
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: YAML error: {err}") from None
+        raise ConfigError(f"{where}: YAML syntax error: {printable(problem)}") from None
+    except yaml.YAMLError as err:  # e.g. a control character the YAML spec forbids; PyYAML's text spans lines
+        line = text.count("\n", 0, err.position) + 1 if isinstance(err, yaml.reader.ReaderError) else None
+        where = f"{source}:{line}" if line else source
+        reason = err.reason if isinstance(err, yaml.reader.ReaderError) else " ".join(str(err).split())
+        raise ConfigError(f"{where}: YAML error: {printable(reason)}") from None
+    except RecursionError:  # ``[[[[...``: nested deeper than the parser's recursion allows
+        raise ConfigError(f"{source}: YAML error: nested too deeply") from None
+    except ValueError as err:  # an integer of more than 4,300 digits (CPython's int-parsing guard)
+        raise ConfigError(f"{source}: YAML error: {str(err).split(';')[0]}") from None
+
+
+def _override_source(text: str) -> str:
+    """How errors name an override: its text, with control characters shown as escapes so it stays one line."""
+    return f"{COMMAND_LINE} override '{printable(text)}'"
 
 
 # --- walking annotations ------------------------------------------------------------------------------------
@@ -150,11 +163,11 @@ def _raise_unknown(unknown: list[tuple[str, str, list[str]]], source: str) -> No
     lines = []
     for path, key, choices in unknown:
         guess = _suggest(key, choices)
-        lines.append(f"{source}: {path}: unknown key" + (f"; did you mean '{guess}'?" if guess else ""))
+        lines.append(printable(f"{source}: {path}: unknown key" + (f"; did you mean '{guess}'?" if guess else "")))
     _, _, choices = unknown[0]
     parent = unknown[0][0].rpartition(".")[0]
     where = f"under '{parent}'" if parent else "at the top level"
-    raise ConfigError("\n".join(lines), hint=f"valid keys {where}: {', '.join(choices) or '(none)'}")
+    raise ConfigError("\n".join(lines), hint=printable(f"valid keys {where}: {', '.join(choices) or '(none)'}"))
 
 
 # --- overrides ----------------------------------------------------------------------------------------------
@@ -171,14 +184,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(
-            f"{COMMAND_LINE}: override '{text}' must look like key=value",
+            f"{COMMAND_LINE}: override '{printable(text)}' must look like key=value",
             hint="for example train.lr=1e-4 or data.paths=[a.jsonl,b.jsonl]",
         )
     parts = _split_key(key)
     if not parts or any(not p.strip() for p in parts):
-        raise ConfigError(f"{COMMAND_LINE}: override '{text}' has an empty key segment")
+        raise ConfigError(f"{COMMAND_LINE}: override '{printable(text)}' has an empty key segment")
     # `key=` means the empty string; anything else is a YAML scalar or flow collection.
-    value = "" if raw == "" else parse_yaml(raw, source=f"{COMMAND_LINE} override '{text}'")
+    value = "" if raw == "" else parse_yaml(raw, source=_override_source(text))
     return parts, value
 
 
@@ -189,7 +202,7 @@ def _set_path(data: dict, parts: list[str], value: Any, text: str) -> None:
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 where = ".".join(parts[:i])
-                raise ConfigError(f"{COMMAND_LINE}: override '{text}': no list item '{part}' at '{where}'")
+                raise ConfigError(printable(f"{COMMAND_LINE}: override '{text}': no list item '{part}' at '{where}'"))
             if last:
                 node[int(part)] = value
             else:
@@ -201,11 +214,14 @@ def _set_path(data: dict, parts: list[str], value: Any, text: str) -> None:
                 if not isinstance(node.get(part), dict | list):
                     if parts[i + 1].isdigit():  # `items.0.x=` needs an existing list; we won't invent one
                         where = ".".join(parts[: i + 1])
-                        raise ConfigError(f"{COMMAND_LINE}: override '{text}': '{where}' is not a list here")
+                        raise ConfigError(
+                            printable(f"{COMMAND_LINE}: override '{text}': '{where}' is not a list here")
+                        )
                     node[part] = {}
                 node = node[part]
         else:
-            raise ConfigError(f"{COMMAND_LINE}: override '{text}': '{'.'.join(parts[:i])}' is not a mapping")
+            where = ".".join(parts[:i])
+            raise ConfigError(printable(f"{COMMAND_LINE}: override '{text}': '{where}' is not a mapping"))
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -290,7 +306,7 @@ def _validation_error(
         for key_parts, text in overrides.items():
             n = min(len(parts), len(key_parts))
             if n and tuple(parts[:n]) == key_parts[:n]:
-                source = f"{COMMAND_LINE} override '{text}'"
+                source = _override_source(text)
         path = _format_path(parts)
         if path in lines:
             # pydantic reports one error per union member; one line saying no member fits is clearer.
@@ -304,7 +320,8 @@ def _validation_error(
             got = e.get("input")
             shown = repr(got) if not isinstance(got, dict | list) or len(repr(got)) < 60 else type(got).__name__
             lines[path] = f"{source}: {path}: {e['msg']} (expected {_type_name(ann)}, got {shown})"
-    return ConfigError("\n".join(lines.values()))
+    # One line per problem: keys and values come from the user, so their control characters are escaped.
+    return ConfigError("\n".join(printable(line) for line in lines.values()))
 
 
 # --- public API ---------------------------------------------------------------------------------------------
@@ -331,7 +348,13 @@ def load_config(
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found", hint="check the path, relative to the current directory")
-        loaded = parse_yaml(p.read_text(encoding="utf-8"), source=str(p))
+        raw = p.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            raise ConfigError(f"{p}:{line}: not valid UTF-8 (byte 0x{raw[err.start]:02x})") from None
+        loaded = parse_yaml(text, source=str(p))
         if loaded is None:
             loaded = {}  # an empty file means "all defaults"
         if not isinstance(loaded, dict):
@@ -346,7 +369,7 @@ def load_config(
         _set_path(data, parts, value, text)
         # Anything unknown now was introduced by this override: everything before it was already checked.
         if unknown := _unknown_keys(cls, data):
-            _raise_unknown(unknown, f"{COMMAND_LINE} override '{text}'")
+            _raise_unknown(unknown, _override_source(text))
         applied[tuple(parts)] = text
 
     try:

@@ -48,7 +48,10 @@ def is_local_spec(spec: str, base_dir: Path | None = None) -> bool:
         return False
     if spec.startswith((".", "/", "~")):
         return True
-    return (base_dir / spec if base_dir else Path(spec)).exists()
+    try:
+        return (base_dir / spec if base_dir else Path(spec)).exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL, names no local file
+        return False
 
 
 def _absolute(spec: str, base_dir: Path | None) -> str:
