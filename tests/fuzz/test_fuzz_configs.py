@@ -104,7 +104,8 @@ KEYS = [
     "a.b.c", "x[99]", "name.inner", "eval..path", ".", "[0]", "metrics[-1]",
 ]  # fmt: skip
 VALUES = [
-    "1", "-1", "0", "1e-4", "null", "true", "[a, b]", "{a: 1}", "[", "{", "]", ": x", "'", '"', "&a [*a]", "!!python/object:os.system ls",
+    "1", "-1", "0", "1e-4", "null", "true", "[a, b]", "{a: 1}", "[", "{", "]", ": x", "'", '"', "&a [*a]",
+    "!!python/object:os.system ls",
     "1" * 5000, "[" * 5000, "{{ input }}", "\t", "- a", "%YAML 1.2", "---", "...", "*undefined",
 ]  # fmt: skip
 override = st.builds(

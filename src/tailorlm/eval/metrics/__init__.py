@@ -67,7 +67,13 @@ class Metric:
         if self.per_example is None:
             raise ValueError(f"{self.name} is a corpus metric: it has no per-example scores")
         refs, exs = _check_inputs(self, predictions, references, examples)
-        return [self.per_example(p, r, e) for p, r, e in zip(predictions, refs, exs, strict=True)]
+        scores = []
+        for i, (p, r, e) in enumerate(zip(predictions, refs, exs, strict=True)):
+            try:
+                scores.append(self.per_example(p, r, e))
+            except ValueError as err:  # e.g. numeric_match on a reference with no number: the data's problem
+                raise DataError(f"metric {self.name}: example {i}: {err}") from None
+        return scores
 
     def score(
         self, predictions: Sequence[str], references: Sequence[Reference], examples: Sequence[Mapping] | None = None

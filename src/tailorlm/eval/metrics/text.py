@@ -16,6 +16,7 @@ sacrebleu and rouge-score are imported inside the functions: importing ``tailorl
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal
@@ -110,23 +111,42 @@ def chrf(preds: Sequence[str], refs: RefsIn) -> float:
     return SacrebleuCorpus("chrf")(preds, refs)
 
 
-@lru_cache(maxsize=1)
-def _scorer() -> Any:
+@lru_cache(maxsize=len(ROUGE_TYPES))
+def _scorer(kind: RougeType) -> Any:
     from rouge_score import rouge_scorer
 
-    # Built once: constructing the scorer loads the stemmer, which costs more than scoring a sentence.
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    # Built once per type: constructing the scorer loads the stemmer, which costs more than scoring a sentence.
+    # One type per scorer, so that ROUGE-1/2 never pay for ROUGE-L's quadratic LCS table.
+    return rouge_scorer.RougeScorer([kind], use_stemmer=True)
+
+
+# rouge-score's LCS table is a Python list of lists, quadratic in the token counts: two 50,000-word texts need
+# 2.5e9 cells (tens of GB). ROUGE-L therefore compares the first ROUGE_L_MAX_TOKENS tokens of each text.
+ROUGE_L_MAX_TOKENS = 2000
+# rouge-score's default tokenizer: lowercase, keep runs of [a-z0-9]. Re-joining its tokens with spaces gives
+# the same tokens back, so clipping this way changes nothing for texts under the limit.
+_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _clip_for_lcs(text: str) -> str:
+    tokens = _ROUGE_TOKEN.findall(text.lower())
+    return text if len(tokens) <= ROUGE_L_MAX_TOKENS else " ".join(tokens[:ROUGE_L_MAX_TOKENS])
 
 
 def rouge(pred: str, refs: str | Sequence[str], kind: RougeType = "rougeL") -> float:
-    """ROUGE-1/2/L F-measure of one prediction against its best reference (``RougeScorer.score_multi``)."""
+    """ROUGE-1/2/L F-measure of one prediction against its best reference (``RougeScorer.score_multi``).
+
+    ROUGE-L looks at the first ``ROUGE_L_MAX_TOKENS`` tokens of each text (see there why).
+    """
     if kind not in ROUGE_TYPES:
         raise ValueError(f"unknown ROUGE type {kind!r}; expected one of {ROUGE_TYPES}")
     targets = [refs] if isinstance(refs, str) else list(refs)
     if not targets:
         raise ValueError("no reference to compare against")
+    if kind == "rougeL":
+        pred, targets = _clip_for_lcs(pred), [_clip_for_lcs(t) for t in targets]
     # score_multi keeps, per ROUGE type, the reference with the highest F-measure.
-    return float(_scorer().score_multi(targets, pred)[kind].fmeasure)
+    return float(_scorer(kind).score_multi(targets, pred)[kind].fmeasure)
 
 
 def rouge_mean(preds: Sequence[str], refs: Sequence[str | Sequence[str]], kind: RougeType = "rougeL") -> float:
