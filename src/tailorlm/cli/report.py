@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
 from tailorlm.cli._common import console, print_json
+from tailorlm.core.safe_text import safe_cell
 from tailorlm.eval.report import create_report
 from tailorlm.eval.report.build import Report, fmt_diff, fmt_estimate
 
@@ -20,7 +20,7 @@ def _headline(report: Report) -> Table:
     table.add_column("metric", no_wrap=True)
     for i, run in enumerate(report.runs):
         status = "" if run.complete else f" [bold red]({run.status.upper()})[/]"
-        table.add_column(f"{escape(run.label)}{' (baseline)' if i == 0 and len(report.runs) > 1 else ''}{status}")
+        table.add_column(f"{safe_cell(run.label)}{' (baseline)' if i == 0 and len(report.runs) > 1 else ''}{status}")
     for m in report.metrics:
         cells = []
         for i, v in enumerate(m.values):
@@ -29,7 +29,7 @@ def _headline(report: Report) -> Table:
             if i > 0 and m.diffs and m.diffs[i] is not None:
                 cell += f"\n[dim]Δ {fmt_diff(m.diffs[i])}[/]"
             cells.append(cell)
-        table.add_row(escape(m.name), *cells)
+        table.add_row(safe_cell(m.name), *cells)
     return table
 
 
@@ -56,7 +56,7 @@ def report(
         print_json({**rep.model_dump(mode="json"), "files": files.to_dict()})
         return
     for warning in rep.warnings:
-        console.print(f"[bold red]⚠ {escape(warning)}[/]", highlight=False, soft_wrap=True, markup=True)
+        console.print(f"[bold red]⚠ {safe_cell(warning)}[/]", highlight=False, soft_wrap=True, markup=True)
     console.print(_headline(rep))
     console.print(f"report:  {files.html}", highlight=False, soft_wrap=True)
     console.print(f"summary: {files.markdown}", highlight=False, soft_wrap=True)

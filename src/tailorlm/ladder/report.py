@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from rich.markup import escape
 from rich.table import Table as RichTable
 
+from tailorlm.core.safe_text import safe_cell
 from tailorlm.errors import TailorError
 from tailorlm.eval.report import Chart, Report, ReportFiles, Table, build_report, write_report
 from tailorlm.eval.report.charts import DPI, PALETTE
@@ -161,7 +161,7 @@ def rung_table(
     for i, h in enumerate(short):
         table.add_column(h, justify="left" if i < 2 else "right", overflow="fold", no_wrap=i >= 2)
     for r, row in zip(results, rung_rows(results, primary, recommendation), strict=True):
-        cells = [escape(c) for c in row]
+        cells = [safe_cell(c) for c in row]  # rung titles and errors are user text: no markup, no ESC
         if r.status == "failed":
             cells[1] = f"[bold red]{cells[1]}[/]"
         elif r.status == "skipped":
