@@ -9,8 +9,10 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
+from tailorlm.core.safe_text import printable
 from tailorlm.errors import DataError, TailorError
 
 console = Console()
@@ -25,14 +27,18 @@ def print_json(obj: Any) -> None:
 
 
 def render_error(err: TailorError) -> None:
-    err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, markup=True, soft_wrap=True)
+    # Messages quote file names, keys and values: ``[/]`` in one must not be Rich markup (a MarkupError), and an
+    # ESC or a bidi override must not reach the terminal raw. Newlines stay: a ConfigError has one line per problem.
+    message = escape(printable(err.message, keep="\n"))
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     if isinstance(err, DataError):
         for issue in err.issues[:50]:
-            err_console.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
+            err_console.print(f"  {printable(str(issue))}", highlight=False, markup=False, soft_wrap=True)
         if len(err.issues) > 50:
             err_console.print(f"  … and {len(err.issues) - 50} more", highlight=False)
     if err.hint:
-        err_console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+        hint = escape(printable(err.hint, keep="\n"))
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
 
 
 class TailorGroup(TyperGroup):

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tailorlm.cli._common import console, print_json
+from tailorlm.core.safe_text import safe_cell
 from tailorlm.data import DEFAULT_MAX_RECORD_BYTES, FORMATS, load_dataset
 from tailorlm.data.stats import describe
 from tailorlm.errors import DataError, TailorError
@@ -79,7 +80,7 @@ def validate(
     table.add_column(overflow="fold")
     for key in ("path", "format", "kind", "records", "labels", "fingerprint", "content_sha256"):
         if key in report:
-            table.add_row(key, str(report[key]))
+            table.add_row(key, safe_cell(report[key]))  # the path is the user's: no markup, no raw ESC
     if tokens := report.get("tokens"):
         table.add_row("tokens", "  ".join(f"{k} {_fmt(v)}" for k, v in tokens.items() if k != "count"))
     console.print(table)
@@ -176,8 +177,8 @@ def augment(
     table = Table(title=f"augmented · {method}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("input", f"{file} ({len(dataset)} records)")
+    table.add_row("input", f"{safe_cell(file)} ({len(dataset)} records)")
     table.add_row("made", str(result.made))
     table.add_row("skipped", "  ".join(f"{k} {v}" for k, v in result.skipped.items()))
-    table.add_row("output", f"{out} ({len(result.dataset)} records)")
+    table.add_row("output", f"{safe_cell(out)} ({len(result.dataset)} records)")
     console.print(table)
