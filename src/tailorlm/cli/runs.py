@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tailorlm.cli._common import console, print_json
 from tailorlm.core.run import compare_runs, describe_run, list_runs
+from tailorlm.core.safe_text import safe_cell
 
 app = typer.Typer(help="Inspect runs: list them, show one, compare their metrics.", no_args_is_help=True)
 
@@ -29,7 +30,7 @@ MISSING = "—"
 
 
 def _status(status: str) -> str:
-    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{safe_cell(status)}[/]"
 
 
 def _duration(seconds: float | None) -> str:
@@ -80,8 +81,9 @@ def list_cmd(root: Path = ROOT_OPTION, as_json: bool = JSON_OPTION) -> None:
         table.add_column(col, no_wrap=True, min_width=max(len(col), *(len(row[col]) for row in rows)))
     table.add_column("metrics", overflow="fold")
     for r, row in zip(runs, rows, strict=True):
-        metrics = "\n".join(f"{k}={_value(v)}" for k, v in r.headline_metrics.items())
-        cells = [_status(row[c]) if c == "status" else row[c] for c in columns]
+        # Names, kinds and metric keys come from run folders on disk: no markup, no raw control characters.
+        metrics = "\n".join(safe_cell(f"{k}={_value(v)}") for k, v in r.headline_metrics.items())
+        cells = [_status(row[c]) if c == "status" else safe_cell(row[c]) for c in columns]
         table.add_row(*cells, metrics or MISSING)
     console.print(table)
 
@@ -156,9 +158,9 @@ def compare_cmd(
     table.add_column("metric")
     ids = [r["id"] for r in c["runs"]]
     for r in c["runs"]:
-        table.add_column(f"{r['id']}\n{_status(r['status'])}", justify="right", overflow="fold")
+        table.add_column(f"{safe_cell(r['id'])}\n{_status(r['status'])}", justify="right", overflow="fold")
     for metric, values in c["metrics"].items():
-        table.add_row(metric, *(_value(values.get(i)) for i in ids))
+        table.add_row(safe_cell(metric), *(safe_cell(_value(values.get(i))) for i in ids))
     if not c["metrics"]:
         console.print("none of these runs recorded metrics")
     console.print(table)
