@@ -209,6 +209,7 @@ def test_random_parquet_bytes(data: bytes) -> None:
         ("surrogate.json", b'[{"text": "ok"}, {"text": "\\udfff"}]'),
         ("notgzip.jsonl.gz", b"not gzip at all"),
         ("truncated.jsonl.gz", gzip.compress(b'{"text": "a"}\n')[:-6]),
+        ("empty_key.jsonl", b'{"text": "a", "": 1}\n'),
     ],
 )
 def test_regressions(tmp_path: Path, name: str, data: bytes) -> None:

@@ -58,7 +58,8 @@ class IssueLog:
     def add(self, path: str, line: int, field_name: str, message: str) -> None:
         self.count += 1
         if len(self.issues) < self.max_issues:
-            self.issues.append(Issue(path, line, field_name, message))
+            # A key can be the empty string ({"": 1}); show it as "" so the field part is never blank.
+            self.issues.append(Issue(path, line, field_name or '""', message))
 
     def extend(self, path: str, line: int, problems: Iterable[tuple[str, str]]) -> None:
         for field_name, message in problems:
