@@ -23,7 +23,7 @@ text = st.one_of(
     nasty_text,
     st.sampled_from(HOSTILE),
     st.sampled_from(["", " ", "0", "-0", "1e308", "1e309", "nan", "inf", "1,000.5", "٣", "½", "#### 42", "{}", "[]"]),
-    st.sampled_from(['{"a": 1}', '```json\n{"a": [1, 2]}\n```', "{" * 2000, "[" * 2000, "9" * 5000]),
+    st.sampled_from(['{"a": 1}', '```json\n{"a": [1, 2]}\n```', "{" * 2000, "[" * 2000, "[" * 100_000, "9" * 5000]),
     st.builds(
         lambda t, n: t * n, st.sampled_from(["a ", "é", "\x00", "🤖", "word. "]), st.sampled_from([1000, 20_000])
     ),
@@ -67,3 +67,12 @@ def test_every_metric_on_empty_and_huge(name: str) -> None:
         assert name in str(err)
         return
     assert isinstance(value, float) and not math.isnan(value)
+
+
+@pytest.mark.parametrize("name", ["json_valid", "json_schema"])
+def test_json_metrics_on_deep_nesting(name: str) -> None:
+    # A model that emits 100,000 '[' used to crash the eval with RecursionError; it is simply not valid JSON.
+    assert (
+        get_metric(name, OPTIONS.get(name)).score(["[" * 100_000, "```json\n" + "[" * 100_000 + "\n```"], ["x", "y"])
+        == 0.0
+    )

@@ -121,10 +121,10 @@ def _metadata(example: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
-def _single_label(ref: Reference) -> str:
+def _single_label(ref: Reference, metric: str) -> str:
     refs = _refs_list(ref)
     if len(refs) != 1:
-        raise DataError(f"a classification reference must be one label, got {ref!r}")
+        raise DataError(f"metric {metric}: a classification reference must be one label, got {ref!r}")
     return refs[0]
 
 
@@ -145,7 +145,7 @@ def _build_f1(kind: str, labels: list[str] | None = None) -> Metric:
     fn = macro_f1 if kind == "macro_f1" else micro_f1
 
     def corpus(preds: list[str], refs: list[Reference]) -> float:
-        gold = [_single_label(r) for r in refs]
+        gold = [_single_label(r, kind) for r in refs]
         names = labels or sorted(set(gold))
         # References are canonicalized to the label spelling case-insensitively; predictions are mapped with
         # normalize_label, so free text that names no label becomes None (an error for every class).

@@ -18,16 +18,23 @@ from tailorlm.errors import ConfigError
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n(.*?)```", re.DOTALL)
 
 
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:  # a model that emits ``[[[[...`` deeper than the stack: not a usable document
+        raise ValueError("JSON nested too deeply") from None
+
+
 def extract_json(text: str) -> Any:
     """Parse the whole output as JSON, else the first fenced code block; raise ``ValueError`` when neither parses."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return _loads(text)
+    except ValueError:  # also a number of over 4,300 digits (CPython's int-parsing guard)
         pass
     m = _FENCE.search(text)
     if m:
         try:
-            return json.loads(m.group(1))
+            return _loads(m.group(1))
         except ValueError:
             pass
     raise ValueError("no JSON document in the output")
