@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from tailorlm.core.cpu import machine
+
 # Questions in the style of the eval sets we care about (short factual QA); built in so that the benchmark
 # needs nothing beyond the package.
 QUESTIONS = [
@@ -139,6 +141,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "generate_throughput",
+                "machine": machine(),
                 "model": args.model,
                 "prompts": len(prompts),
                 "max_new_tokens": args.max_new_tokens,

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from tailorlm.core.cpu import machine
 from tailorlm.eval.judge_agreement import (
     ANNOTATIONS_FILE,
     agreement,
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": (ours["agreement"] / length["agreement"]) if length["agreement"] else None,
         "wall_s": round(wall, 2),
     }
+    result["machine"] = machine()
     print(json.dumps(result))
     return result
 

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tailorlm.core.cpu import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "examples" / "xquad-qa" / "task.yaml"
 
@@ -128,7 +130,7 @@ def main() -> None:
     print(f"baseline: first {base_first:.1f} s, re-run {base_rerun:.1f} s", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({
-        "questions": n, "ours_first_s": round(first, 1), "ours_rerun_s": round(rerun, 1),
+        "machine": machine(), "questions": n, "ours_first_s": round(first, 1), "ours_rerun_s": round(rerun, 1),
         "baseline_first_s": round(base_first, 1), "baseline_rerun_s": round(base_rerun, 1),
         "ours_peak_rss_mb": round(PEAK_MB["ours"]), "baseline_peak_rss_mb": round(PEAK_MB["baseline"]),
         "ratio": round(first / base_first, 3), "rerun_ratio": round(rerun / first, 4),

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tailorlm.core.cpu import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -135,6 +137,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "machine": machine(),
                 "ours_chunks_per_s": round(o_rate, 1),
                 "baseline_chunks_per_s": round(b_rate, 1),
                 "ratio": round(o_rate / b_rate, 2),

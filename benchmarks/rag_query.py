@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tailorlm.core.cpu import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 384
 
@@ -161,6 +163,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "machine": machine(),
                 "chunks": args.chunks,
                 "queries": n_queries,
                 "p50_ms": round(ours["p50"], 2),

@@ -141,3 +141,17 @@ def cpu_info() -> CpuInfo:
         # A cap also hides ARM's features: "no bf16, no int8 dot" is what a capped run is for.
         flags = flags & _CAP_ALLOWS[cap]
     return CpuInfo(model=model, arch=arch, cores=os.cpu_count(), flags=tuple(sorted(flags)), cap=cap)
+
+
+def machine() -> dict[str, Any]:
+    """What every benchmark's JSON records, so that figures from two machines are never compared blindly: the CPU,
+    its ISA flags and caps, whether bf16 training would be native, and torch's thread count."""
+    import sys
+
+    info = cpu_info().as_dict()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["training_precision_auto"] = "bf16" if info["native_bf16"] else "fp32"
+    return info

@@ -202,8 +202,19 @@ class LadderContext:
             canaries=metrics.get("canaries"),
             detail={"training": float(metrics.get("train_seconds") or 0.0)},
             artifacts=[run.artifacts],
-            notes=[f"{metrics.get('steps')} steps, train loss {metrics.get('train_loss', float('nan')):.3f}"],
+            notes=[
+                f"{metrics.get('steps')} steps, train loss {metrics.get('train_loss', float('nan')):.3f}",
+                *_memory_note(run.path),
+            ],
         )
+
+
+def _memory_note(run_dir: Path) -> list[str]:
+    """The training's memory plan in words (micro-batch, checkpointing and why), for the rung's notes."""
+    from tailorlm.train.sft.recipe import MEMORY_PLAN
+
+    plan = run_dir / MEMORY_PLAN
+    return [f"memory: {json.loads(plan.read_text())['reason']}"] if plan.is_file() else []
 
 
 def _resumable(pointer: Path) -> Path | None:

@@ -185,6 +185,35 @@ def test_auto_precision_follows_the_cpu_and_bf16_without_it_is_refused(tmp_path:
             fit(recipe, run)
 
 
+def test_memory_plan_fits_the_budget_and_keeps_the_effective_batch(tmp_path: Path, tiny_model_dir: Path) -> None:
+    recipe = _recipe(tmp_path, tiny_model_dir, "training.memory_limit_gb=0.0001")
+    with Run.create("sft", root=tmp_path / "runs", config=recipe) as run:
+        trainer, *_ = build_trainer(recipe, run)
+    plan = json.loads((run.path / "memory-plan.json").read_text())
+    assert (plan["micro_batch"], plan["grad_accum"], plan["checkpointing"]) == (1, 4, True)
+    assert "effective batch 4" in plan["reason"] and "checkpointing on" in plan["reason"]
+    args = trainer.args
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 4)
+    assert args.activation_checkpointing
+
+
+def test_micro_batches_train_the_same_as_the_whole_batch(tmp_path: Path, tiny_model_dir: Path) -> None:
+    losses = []
+    for micro in (4, 1):
+        (tmp_path / str(micro)).mkdir()
+        # No dropout: its masks would be drawn in a different order for different micro-batches.
+        recipe = _recipe(
+            tmp_path / str(micro), tiny_model_dir, f"training.micro_batch_size={micro}", "strategy.dropout=0"
+        )
+        with Run.create("sft", root=tmp_path / str(micro) / "runs", config=recipe) as run:
+            fit(recipe, run)
+        losses.append(_losses(run))
+    # The loss is normalised by the accumulated batch's answer tokens, so accumulation is exact up to fp32 sums.
+    assert losses[0].keys() == losses[1].keys()
+    for step in losses[0]:
+        assert losses[0][step] == pytest.approx(losses[1][step], rel=1e-4)
+
+
 class StopAt(TrainerCallback):
     """Simulates a killed run: training stops after ``step`` (its checkpoint is written first)."""
 

@@ -30,7 +30,7 @@ from tailorlm.train.pretrain.data import (
 )
 from tailorlm.train.pretrain.perplexity import heldout_perplexity
 from tailorlm.train.sft.answer_loss import sft_trainer_class
-from tailorlm.train.sft.recipe import freeze_parameters, peft_config, train_and_save, trainer_arguments
+from tailorlm.train.sft.recipe import freeze_parameters, memory_plan, peft_config, train_and_save, trainer_arguments
 
 log = logging.getLogger("tailorlm.train.pretrain")
 
@@ -88,11 +88,14 @@ def build_trainer(
         log.info("freeze: training %d parameter tensors", len(trained))
 
     evaluating = held_blocks is not None
+    trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad) if strategy.method in (
+        "full", "freeze") else 0  # fmt: skip
     args, extra = trainer_arguments(
         recipe,
         run,
         evaluating=evaluating,
         callbacks=callbacks,
+        memory=memory_plan(run, t, loaded.model, longest=t.max_length, trainable=trainable),
         packing=False,  # packed above, with the document boundaries in seq_lengths
         # The rows are already input_ids + seq_lengths; TRL's preparation would only re-derive labels that
         # PackedCollator builds per batch.

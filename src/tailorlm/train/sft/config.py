@@ -125,7 +125,7 @@ class Training(StrictModel):
     learning_rate: float | None = Field(None, gt=0, description="Peak LR; None = the method's default.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    batch_size: int = Field(4, ge=1, description="Examples per device per forward pass.")
+    batch_size: int = Field(4, ge=1, description="Examples per device per optimizer step, before grad_accum.")
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     # Warmup 3% and a decaying schedule as in QLoRA/Alpaca; the LoRA paper's GPT-2 runs use linear decay.
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear warmup.")
@@ -152,8 +152,21 @@ class Training(StrictModel):
     group_by_length: bool = Field(
         True, description="Batch records of similar length together (transformers' LengthGroupedSampler)."
     )
-    activation_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about 30% more compute."
+    # Memory (train/memory.py): by default the micro-batch and checkpointing are chosen from an estimate of the
+    # peak, so a run fits a laptop; the effective batch (batch_size × grad_accum) never changes.
+    activation_checkpointing: bool | None = Field(
+        None,
+        description="Recompute activations in the backward pass: less memory, about 30% more compute. None: on "
+        "only when even one row per forward pass would exceed the memory budget.",
+    )
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rows per forward pass, a divisor of batch_size (the rest is gradient accumulation). None: "
+        "chosen from the memory estimate (on a CPU, the fewest rows that keep the matmuls efficient).",
+    )
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="Peak memory the training may plan on; None: 70% of the memory available at start."
     )
     # Curriculum (Bengio et al. 2009): easy→hard order instead of shuffling; see tailorlm.train.curriculum.
     curriculum: Literal["none", "length", "loss"] = Field(

@@ -12,6 +12,7 @@ answer only. Text records train on every token (language modelling).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import resource
@@ -25,6 +26,7 @@ from tailorlm.core.system import AdapterSpec, PromptSpec, System
 from tailorlm.data import Dataset, load_dataset
 from tailorlm.errors import ConfigError, DataError
 from tailorlm.models.device import training_bf16
+from tailorlm.train.memory import MemoryPlan, plan_memory
 from tailorlm.train.model_card import write_model_card
 from tailorlm.train.safety import complete_checkpoint, final_directory, guard_resources
 from tailorlm.train.sft.answer_loss import sft_trainer_class
@@ -236,9 +238,9 @@ def build_trainer(
     tokenizer.padding_side = "right"
     # A row longer than max_length is cut from the right, which removes its answer: the loss then has no target
     # (and an eval set of such rows has no eval_loss at all). Drop those rows and say how many.
-    train_rows = _fitting(train_rows, tokenizer, t.max_length, "training")
+    train_rows, longest = _fitting(train_rows, tokenizer, t.max_length, "training")
     if eval_rows is not None:
-        eval_rows = _fitting(eval_rows, tokenizer, t.max_length, "eval") or None
+        eval_rows = _fitting(eval_rows, tokenizer, t.max_length, "eval")[0] or None
     peft_cfg = peft_config(strategy)
     if strategy.method == "freeze":
         trained = freeze_parameters(loaded.model, strategy)
@@ -246,7 +248,11 @@ def build_trainer(
 
     import datasets
 
-    args, extra = trainer_arguments(recipe, run, evaluating=eval_rows is not None, callbacks=callbacks)
+    trainable = (
+        0 if strategy.method in PEFT_METHODS else sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+    )  # an adapter's parameters and optimizer state are megabytes: only full and freeze training count here
+    memory = memory_plan(run, t, loaded.model, longest=longest, trainable=trainable)
+    args, extra = trainer_arguments(recipe, run, evaluating=eval_rows is not None, callbacks=callbacks, memory=memory)
     trainer = sft_trainer_class()(
         model=loaded.model,
         args=args,
@@ -265,13 +271,61 @@ def build_trainer(
     return trainer, base, model_spec, prompt
 
 
+MEMORY_PLAN = "memory-plan.json"
+MEMORY_SETTINGS = ("batch_size", "grad_accum", "micro_batch_size", "activation_checkpointing", "memory_limit_gb")
+
+
+def memory_plan(run: Run, t: Any, model: Any, *, longest: int, trainable: int) -> MemoryPlan:
+    """The micro-batch and checkpointing of this run (train/memory.py), logged with the reason.
+
+    A resumed run keeps the plan it started with (``memory-plan.json`` in the run), so that a resume on a machine
+    with more or less memory free continues the same batches.
+    """
+    import torch
+
+    from tailorlm.core.io import atomic_write_json
+
+    asked = {k: getattr(t, k) for k in MEMORY_SETTINGS}
+    saved = run.path / MEMORY_PLAN
+    if saved.is_file():
+        kept = json.loads(saved.read_text(encoding="utf-8"))
+        if kept.pop("settings", None) == asked:  # a resume that changes them (an OOM hint) plans again
+            plan = MemoryPlan(**kept)
+            log.info("memory: %s (as planned when this run started)", plan.reason)
+            return plan
+    weight_bytes = next(iter(model.parameters())).element_size()
+    plan = plan_memory(
+        model.config,
+        n_params=sum(p.numel() for p in model.parameters()),
+        trainable=trainable,
+        batch_size=t.batch_size,
+        grad_accum=t.grad_accum,
+        longest=longest,
+        checkpointing=t.activation_checkpointing,
+        micro_batch=t.micro_batch_size,
+        budget_mb=t.memory_limit_gb * 1024 if t.memory_limit_gb else None,
+        on_cpu=not torch.cuda.is_available(),
+        weight_bytes=weight_bytes,
+    )
+    log.info("memory: %s", plan.reason)
+    atomic_write_json(saved, {**plan.as_dict(), "settings": asked})
+    return plan
+
+
 def trainer_arguments(
-    recipe: Any, run: Run, *, evaluating: bool, callbacks: Sequence[Any] = (), **overrides: Any
+    recipe: Any,
+    run: Run,
+    *,
+    evaluating: bool,
+    callbacks: Sequence[Any] = (),
+    memory: MemoryPlan | None = None,
+    **overrides: Any,
 ) -> tuple[Any, list[Any]]:
     """The ``SFTConfig`` and callbacks of every recipe that trains through TRL (SFT, pretrain): checkpoints in
     ``run/checkpoints``, logging into the run, evaluation, best-model and early stopping from ``recipe.training``.
 
-    ``overrides`` replace single ``SFTConfig`` fields (pretraining passes its own packing settings).
+    ``memory`` sets the micro-batch, accumulation and checkpointing (else the recipe's batch_size and grad_accum as
+    given). ``overrides`` replace single ``SFTConfig`` fields (pretraining passes its own packing settings).
     """
     import torch
     from transformers import EarlyStoppingCallback
@@ -288,9 +342,9 @@ def trainer_arguments(
         learning_rate=recipe.learning_rate,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=memory.micro_batch if memory else t.batch_size,
+        per_device_eval_batch_size=memory.micro_batch if memory else t.batch_size,
+        gradient_accumulation_steps=memory.grad_accum if memory else t.grad_accum,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio (warmup_ratio is gone)
         lr_scheduler_type=t.lr_scheduler,
         weight_decay=t.weight_decay,
@@ -307,7 +361,7 @@ def trainer_arguments(
         bf16=strategy.method == "qlora" or training_bf16(t.precision),
         use_cpu=not torch.cuda.is_available(),  # else transformers refuses bf16 without a GPU
         # transformers 5 name; TRL still defaults the old alias to True. Off unless memory requires it (OOM hint).
-        activation_checkpointing=t.activation_checkpointing,
+        activation_checkpointing=memory.checkpointing if memory else bool(t.activation_checkpointing),
         logging_steps=1,
         eval_strategy="steps" if evaluating else "no",
         eval_steps=t.eval_steps,
@@ -448,17 +502,22 @@ def train_and_save(
     return system
 
 
-def _fitting(rows: list[dict[str, Any]], tokenizer: Any, max_length: int, what: str) -> list[dict[str, Any]]:
-    """The rows whose whole conversation fits ``max_length`` tokens; a clear error when none does."""
-    kept = []
+def _fitting(
+    rows: list[dict[str, Any]], tokenizer: Any, max_length: int, what: str
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose whole conversation fits ``max_length`` tokens, and the longest of them in tokens (it sets the
+    peak memory); a clear error when none fits."""
+    kept, longest = [], 1
     for row in rows:
         if "prompt" not in row:
             kept.append(row)  # text rows are packed or cut without losing a target
+            longest = max_length
             continue
         ids = tokenizer.apply_chat_template([*row["prompt"], *row["completion"]], tokenize=True)
         n = len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
         if n <= max_length:
             kept.append(row)
+            longest = max(longest, n)
     dropped = len(rows) - len(kept)
     if dropped and not kept:
         raise ConfigError(
@@ -469,7 +528,7 @@ def _fitting(rows: list[dict[str, Any]], tokenizer: Any, max_length: int, what: 
         log.warning(
             "%d of %d %s records exceed max_length=%d tokens and are skipped", dropped, len(rows), what, max_length
         )
-    return kept
+    return kept, longest
 
 
 def _checkpoint_tokens(checkpoint: Path | None) -> int:
