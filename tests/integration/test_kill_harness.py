@@ -121,15 +121,17 @@ def _kill_and_retrain(t: Training, point: KillPoint, env: dict[str, str]) -> Non
     killed = spawn_and_kill(t.argv, env, point)
     statuses = _assert_clean(t.runs)
     runs = sorted(p for p in t.runs.iterdir() if (p / "run.json").is_file()) if t.runs.exists() else []
-    if killed.killed:
-        assert all(s != "complete" for s in statuses.values()), statuses  # a killed run never reads complete
     checkpoint = _latest_complete_checkpoint(runs[0]) if runs else None
     state = f"checkpoint-{checkpoint}" if checkpoint else ("run, no checkpoint" if runs else "nothing")
 
-    if not killed.killed:  # the command finished before the point: nothing to recover (the scan above still ran)
-        assert list(statuses.values()) == ["complete"], statuses
-        record(f"train {t.command}", point, killed, "complete run", "- (ended before the kill)", ok=True)
+    if list(statuses.values()) == ["complete"]:
+        # Finished before the point, or killed after run.json said complete (printing the table, interpreter exit):
+        # the run is whole (the scan checked its metrics and System), so there is nothing to recover.
+        assert not killed.killed or (runs[0] / "artifacts" / "system.yaml").is_file()
+        how = "- (killed after it completed)" if killed.killed else "- (ended before the kill)"
+        record(f"train {t.command}", point, killed, "complete run", how, ok=True)
         return
+    assert killed.killed and "complete" not in statuses.values(), statuses  # a killed run never reads complete
     if t.command == "classify" or not runs:  # classify saves once, at the end: a new run starts over
         again = run(t.argv, env)
         _ok(again)
