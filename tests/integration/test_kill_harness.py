@@ -263,8 +263,9 @@ def test_killed_ingest_resumes_with_whole_documents_and_a_whole_embedder_cache(t
     cache = tmp_path / "cache"
     exporting = KillPoint.when_file("embedder export in progress", first_match(cache / "embedders", ".*partial"))
     _kill_and_reingest(docs, tmp_path / "index1", cache, exporting)
-    # 2. The cache is warm: killed once the index holds its first batch.
-    storing = KillPoint.when_file("first batch stored", first_match(tmp_path / "index2", "**/*.lance"))
+    # 2. The cache is warm: killed mid-ingest, 1.5 s after the store's tables appear (some batches may be in).
+    tables = first_match(tmp_path / "index2", "**/*.lance")
+    storing = KillPoint.when_file("store tables appear + 1.5 s", tables, delay_s=1.5)
     _kill_and_reingest(docs, tmp_path / "index2", cache, storing)
 
 
