@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -184,14 +185,15 @@ class LadderContext:
         self.release_engine()  # training loads its own copy of the model
         from tailorlm.train.sft.recipe import fit
 
-        pointer = out / "training-run.json"
-        resume_dir = _resumable(pointer)
+        pointer = out / TRAINING_POINTER
+        fingerprint = _fingerprint(recipe, data)
+        resume_dir = _resumable(pointer, fingerprint)
         display = self.training_display or _no_display
         if resume_dir is not None:
             run = Run.reopen(resume_dir)
         else:
             run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=self.task.seed, kind="sft")
-            atomic_write_json(pointer, {"run": str(run.path)})
+            atomic_write_json(pointer, {"run": str(run.path), "fingerprint": fingerprint})
         with run, display() as callbacks:
             system = fit(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
         metrics = json.loads((run.path / "metrics.json").read_text())
@@ -208,6 +210,55 @@ class LadderContext:
             ],
         )
 
+    def start_training(self, name: str, records: list[dict[str, Any]], out: Path, steps: int,
+                       callbacks: list[Any]) -> bool:  # fmt: skip
+        """The first ``steps`` optimizer steps of the rung's real training, ending in a checkpoint, for the plan to
+        time: ``train`` later resumes from there (resume is exact), so calibrating a rung costs no training twice.
+
+        False (nothing done) when a killed earlier training of the same recipe and data is already waiting to be
+        resumed: the plan then times throwaway steps as before.
+        """
+        from transformers import TrainerCallback
+
+        from tailorlm.rag.sft_data import write_jsonl
+        from tailorlm.train.sft.recipe import build_trainer
+
+        data = write_jsonl(records, out / "train.jsonl")
+        recipe = self.sft_recipe(name, data)
+        pointer, fingerprint = out / TRAINING_POINTER, _fingerprint(recipe, data)
+        if _resumable(pointer, fingerprint) is not None:
+            return False
+
+        class Pause(TrainerCallback):  # type: ignore[misc]
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if state.global_step >= steps:
+                    control.should_save = True  # the Trainer saves before it stops: the checkpoint train resumes
+                    control.should_training_stop = True
+
+        self.release_engine()
+        run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=self.task.seed, kind="sft")
+        atomic_write_json(pointer, {"run": str(run.path), "fingerprint": fingerprint})
+        try:
+            trainer, *_ = build_trainer(recipe, run, [*callbacks, Pause()])
+            trainer.train()
+        except BaseException as err:
+            run.finish("failed", f"{type(err).__name__}: {err}")
+            raise
+        run.finish("interrupted", f"paused after the plan's {steps} calibration steps; the ladder resumes it")
+        return True
+
+
+TRAINING_POINTER = "training-run.json"
+
+
+def _fingerprint(recipe: Any, data: Path) -> str:
+    """What a training run was started for: a pointer to a run of another recipe or other data is not resumed."""
+    import hashlib
+
+    digest = hashlib.sha256(recipe.model_dump_json().encode())
+    digest.update(data.read_bytes())
+    return digest.hexdigest()[:16]
+
 
 def _memory_note(run_dir: Path) -> list[str]:
     """The training's memory plan in words (micro-batch, checkpointing and why), for the rung's notes."""
@@ -217,11 +268,17 @@ def _memory_note(run_dir: Path) -> list[str]:
     return [f"memory: {json.loads(plan.read_text())['reason']}"] if plan.is_file() else []
 
 
-def _resumable(pointer: Path) -> Path | None:
-    """The training run a killed ladder left behind, if it has a checkpoint to resume from."""
+def _resumable(pointer: Path, fingerprint: str) -> Path | None:
+    """The training run a killed ladder (or the plan) left behind for this recipe and data, if it has a checkpoint
+    to resume from."""
     if not pointer.is_file():
         return None
-    run_dir = Path(json.loads(pointer.read_text())["run"])
+    saved = json.loads(pointer.read_text())
+    run_dir = Path(saved["run"])
+    if saved.get("fingerprint") != fingerprint:
+        if run_dir.parent == pointer.parent / "runs":  # a stale rung's training: nothing will resume it
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return None
     from tailorlm.train.sft.recipe import CHECKPOINT_DIR, latest_checkpoint
 
     if run_dir.is_dir() and latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:

@@ -39,6 +39,8 @@ PLAN_FILE = "plan.json"
 DOMINANT_SHARE = 0.4
 CALIBRATION_STEPS = 3  # the first step warms up (allocations, kernels); the other two are timed
 SAVE_S = 2.0  # writing an adapter and system.yaml
+# Rungs whose training runs through LadderContext.train: their calibration steps are the real training's first.
+REUSED_TRAINING = frozenset({"lora", "rag-lora"})
 
 
 def _eval_size(ctx: LadderContext) -> int:
@@ -174,14 +176,37 @@ class Calibration:
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
 
+        class Setup(TrainerCallback):  # type: ignore[misc]
+            """Seconds from the start to the first step: model load and trainer setup (inserted as marks[0])."""
+
+            def __init__(self, t0: float, marks: list[tuple[float, int]]) -> None:
+                self.t0, self.marks = t0, marks
+
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                self.marks.insert(0, (time.perf_counter() - self.t0, 0))
+
         self.ctx.release_engine()
         with PeakMemory() as memory:
             t0 = time.perf_counter()
-            with Run.create(f"plan-{rung.name}", root=out / "runs", kind="plan") as run:
-                trainer = rung.calibration_trainer(self.ctx, data, steps, run, [Timer()])
-                setup = time.perf_counter() - t0
-                trainer.train()
-            del trainer
+            # Rungs that train through ctx.train time the first steps of their real training, which then resumes
+            # from them; the head (and a rung with a killed training waiting) times throwaway steps.
+            cfg = self.ctx.config.sft
+            total = cfg.max_steps or math.ceil(math.ceil(len(records) / cfg.batch_size) * cfg.epochs)
+            reused = (
+                rung.name in REUSED_TRAINING
+                and total > steps
+                and self.ctx.start_training(
+                    rung.name, records, self.ctx.dir / "rungs" / rung.name, steps, [Timer(), Setup(t0, marks)]
+                )
+            )
+            if reused:
+                setup = marks.pop(0)[0]
+            else:
+                with Run.create(f"plan-{rung.name}", root=out / "runs", kind="plan") as run:
+                    trainer = rung.calibration_trainer(self.ctx, data, steps, run, [Timer()])
+                    setup = time.perf_counter() - t0
+                    trainer.train()
+                del trainer
         (t_a, n_a), (t_b, n_b) = marks[0], marks[-1]
         s_per_token = (t_b - t_a) / max(n_b - n_a, 1)
         tokens = rung.count_tokens(self.ctx, records)

@@ -250,7 +250,7 @@ class Ladder:
         guess = f" · estimate {_clock(estimate.total_s)}" if estimate else ""
         self.console.rule(f"[bold]rung {i}/{len(self.rungs)} · {rung.title}[/]{guess}{eta}")
         if rung_dir.is_dir() and previous is not None and previous.key != key:
-            shutil.rmtree(rung_dir / "runs", ignore_errors=True)  # a changed rung starts clean
+            _clear_runs(rung_dir)  # a changed rung starts clean
         rung_dir.mkdir(parents=True, exist_ok=True)
         (rung_dir / "error.log").unlink(missing_ok=True)  # an earlier failure's traceback is not this attempt's
         release_memory()
@@ -368,3 +368,20 @@ def _clock(seconds: float | None) -> str:
 
 def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _clear_runs(rung_dir: Path) -> None:
+    """Remove a changed rung's earlier runs, except the training its pointer names: the plan may have started it
+    for the rung as it is now (``LadderContext.train`` checks the pointer's fingerprint and drops a stale one)."""
+    from tailorlm.ladder.context import TRAINING_POINTER
+
+    keep = None
+    if (pointer := rung_dir / TRAINING_POINTER).is_file():
+        keep = Path(json.loads(pointer.read_text())["run"]).name
+    for child in (rung_dir / "runs").glob("*"):
+        if child.name == keep:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -270,3 +270,21 @@ def test_bad_input_fails_before_any_training(tmp_path: Path, tiny_model_dir: Pat
     for needle in expected:
         assert needle in text, (needle, text)
     assert not (out / "rungs").exists()  # nothing built, nothing half-written
+
+
+def test_the_plans_training_steps_are_the_first_steps_of_the_rung(tmp_path: Path, tiny_model_dir: Path,
+                                                                  tailor_cache: Path) -> None:  # fmt: skip
+    # 5 steps: the plan trains (and times) the first 3, and the rung resumes from that checkpoint.
+    write_task(tmp_path, tiny_model_dir, extra="  rungs: [zero-shot, lora]\n  sft: {max_steps: 5, batch_size: 2}\n")
+    out = tmp_path / "ladder"
+    result = runner.invoke(app, ["ladder", str(tmp_path / "task.yaml"), "--model", str(tiny_model_dir),
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lora = results(out)["lora"]
+    assert lora["status"] == "complete" and lora["estimate"]["build_s"] > 0
+    (run_dir,) = (Path(r) for r in lora["build_runs"])
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "complete" and len(meta["resumed_at"]) == 1
+    steps = [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5]  # each step once: none trained twice, none skipped
+    assert not (out / "plan" / "lora" / "runs").exists()  # no throwaway calibration run
