@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,9 @@ def _table(results: list[Any], metric: str) -> Table:
     for r in results:
         if not r.ok:
             why = r.error if r.status == "failed" else r.reason
-            table.add_row(r.title, f"[red]{r.status}[/]" if r.status == "failed" else r.status, escape(str(why)[:60]))
+            # Cut at a word, marked: "(set la" read as the whole reason. The full one is above and in the report.
+            short = textwrap.shorten(str(why), width=60, placeholder=" …")
+            table.add_row(r.title, f"[red]{r.status}[/]" if r.status == "failed" else r.status, escape(short))
             continue
         q, d = r.quality, r.vs_baseline
         delta = "baseline" if r.name == "zero-shot" else "–"
