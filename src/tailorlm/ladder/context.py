@@ -166,6 +166,8 @@ class LadderContext:
             training=Training(
                 epochs=cfg.epochs, max_steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                 max_length=cfg.max_length, seed=self.task.seed,
+                # The task's memory budget bounds training too: the micro-batch and checkpointing fit under it.
+                memory_limit_gb=self.task.budgets.memory_gb,
                 # checkpoints a killed ladder resumes from: about four per training
                 save_steps=max(1, steps // 4) if steps else 25,
             ),

@@ -7,14 +7,14 @@ need ~10 GB, which a laptop with 8 or 16 GB does not have. Two levers keep the e
 training, the same:
 
 1. **A smaller micro-batch** with more gradient-accumulation steps. Activations shrink in proportion. On a CPU this
-   is free: a matmul over one 600-token row already has enough rows to keep the cores busy (measured on an AVX2
-   EPYC: 28.9 s of CPU per step at 1 row × 4 against 29.4 s at 4 rows × 1), and smaller micro-batches also carry
-   less padding. The gradient is the same sum over the same answer tokens (the loss is normalised by the
-   accumulated batch's token count, ``num_items_in_batch``), and the data order is the same (transformers' length
-   grouping uses the effective batch).
+   costs nothing while a pass still holds about a thousand tokens: on an AVX2 EPYC (2 threads), 600-token rows train
+   at 14.6 s per step as 4 rows × 1 pass (10.2 GB), 14.7 s as 2 × 2 (5.9 GB) and 16.5 s as 1 × 4 (3.4 GB); 266-token
+   rows at 6.1, 6.6 and 7.7 s. The gradient is the same sum over the same answer tokens (the loss is normalised by
+   the accumulated batch's token count, ``num_items_in_batch``), and the data order is the same (transformers'
+   length grouping uses the effective batch).
 2. **Activation checkpointing**: keep only each layer's input and recompute the rest in the backward pass, about
-   30-45% more compute (42.3 s against 29.4 s on that machine, at 4.3 GB instead of 9.7 GB). Only when a single
-   row at a time still does not fit.
+   30-45% more compute (single-threaded, 42.3 s of CPU per step against 29.4 s, at 4.3 GB instead of 9.7 GB). Only
+   when a single row at a time still does not fit.
 
 ``plan_memory`` makes that choice from an estimate, before the model runs, and says why in words for the log.
 """
@@ -35,7 +35,7 @@ HIDDEN_FLOATS = 32
 INTERMEDIATE_FLOATS = 8
 # Everything besides weights and activations: the interpreter, torch and tokenizer libraries, allocator slack.
 BASE_MB = 1200.0
-# On a CPU a micro-batch needs no more tokens than this to keep the matmuls efficient; beyond it only memory grows.
+# On a CPU a pass of about this many tokens keeps the matmuls (and both threads) efficient; more only costs memory.
 CPU_MICRO_TOKENS = 1024
 # Without a limit from the user, a training may plan on this share of the memory available when it starts.
 AVAILABLE_SHARE = 0.7
@@ -75,9 +75,12 @@ def weights_mb(n_params: int, *, weight_bytes: int, trainable: int) -> float:
 
 
 def estimate_mb(config: Any, n_params: int, trainable: int, rows: int, longest: int, *, checkpointing: bool,
-                weight_bytes: int = 4) -> float:  # fmt: skip
+                weight_bytes: int = 4, resident_mb: float = 0.0) -> float:  # fmt: skip
+    """Peak MB: what the process holds (at least the libraries and the weights; ``resident_mb`` when it already
+    holds more, e.g. a ladder's index), plus the trained parameters' state and the activations."""
     act = activation_mb_per_token(config, checkpointing=checkpointing) * rows * longest
-    return BASE_MB + weights_mb(n_params, weight_bytes=weight_bytes, trainable=trainable) + act
+    held = max(BASE_MB + weights_mb(n_params, weight_bytes=weight_bytes, trainable=0), resident_mb)
+    return held + weights_mb(0, weight_bytes=weight_bytes, trainable=trainable) + act
 
 
 def default_budget_mb() -> float:
@@ -101,16 +104,19 @@ def plan_memory(
     budget_mb: float | None = None,
     on_cpu: bool = True,
     weight_bytes: int = 4,
+    resident_mb: float = 0.0,
 ) -> MemoryPlan:
     """The micro-batch (a divisor of ``batch_size``) and checkpointing that fit ``budget_mb``.
 
     ``checkpointing`` / ``micro_batch`` set by the user are kept as given (None: choose). ``budget_mb`` None: 70% of
-    the memory available now. The effective batch, ``batch_size * grad_accum``, never changes.
+    the memory available now. ``resident_mb``: what the process holds already, model loaded (psutil's RSS). The
+    effective batch, ``batch_size * grad_accum``, never changes.
     """
     budget = float(budget_mb) if budget_mb is not None else default_budget_mb()
 
     def est(rows: int, ckpt: bool) -> float:
-        return estimate_mb(config, n_params, trainable, rows, longest, checkpointing=ckpt, weight_bytes=weight_bytes)
+        return estimate_mb(config, n_params, trainable, rows, longest, checkpointing=ckpt, weight_bytes=weight_bytes,
+                           resident_mb=resident_mb)  # fmt: skip
 
     if micro_batch is not None:
         if batch_size % micro_batch:
@@ -123,12 +129,13 @@ def plan_memory(
     why: list[str] = []
     micro = candidates[0]
     if micro_batch is None and on_cpu:
-        # Free on a CPU (see the module docstring): as few rows per pass as keep CPU_MICRO_TOKENS tokens.
-        fast = [d for d in candidates if d * longest <= CPU_MICRO_TOKENS] or [candidates[-1]]
-        if fast[0] < micro:
-            why.append(f"{fast[0]} row(s) of up to {longest} tokens per pass keep a CPU's matmuls as fast "
-                       f"as {micro} and need less memory")  # fmt: skip
-            micro = fast[0]
+        # Free on a CPU (see the module docstring): the fewest rows per pass that still hold CPU_MICRO_TOKENS tokens.
+        enough = [d for d in candidates if d * longest >= CPU_MICRO_TOKENS]
+        fast = enough[-1] if enough else candidates[0]
+        if fast < micro:
+            why.append(f"{fast} row(s) of up to {longest} tokens per pass keep a CPU's matmuls as fast as {micro} "
+                       "and need less memory")  # fmt: skip
+            micro = fast
     ckpt = bool(checkpointing)
     if est(micro, ckpt) > budget and micro_batch is None:
         fitting = [d for d in candidates if d <= micro and est(d, ckpt) <= budget]

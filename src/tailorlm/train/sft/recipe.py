@@ -281,6 +281,7 @@ def memory_plan(run: Run, t: Any, model: Any, *, longest: int, trainable: int) -
     A resumed run keeps the plan it started with (``memory-plan.json`` in the run), so that a resume on a machine
     with more or less memory free continues the same batches.
     """
+    import psutil
     import torch
 
     from tailorlm.core.io import atomic_write_json
@@ -306,6 +307,7 @@ def memory_plan(run: Run, t: Any, model: Any, *, longest: int, trainable: int) -
         budget_mb=t.memory_limit_gb * 1024 if t.memory_limit_gb else None,
         on_cpu=not torch.cuda.is_available(),
         weight_bytes=weight_bytes,
+        resident_mb=psutil.Process().memory_info().rss / 2**20,  # model loaded, plus whatever the caller holds
     )
     log.info("memory: %s", plan.reason)
     atomic_write_json(saved, {**plan.as_dict(), "settings": asked})
