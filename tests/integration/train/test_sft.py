@@ -261,6 +261,29 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Pat
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
 
 
+def test_resume_after_the_last_checkpoint_trains_nothing_more(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # Killed in the final save: checkpoint-2 of 2 steps is whole, the adapter is not. Resuming saves, never steps.
+    recipe = _recipe(tmp_path, tiny_model_dir, "training.max_steps=2", "training.save_steps=2")
+    with Run.create("whole", root=tmp_path / "runs", config=recipe) as whole:
+        fit(recipe, whole)
+    import shutil
+
+    shutil.rmtree(whole.artifacts)
+    with Run.reopen(whole.path) as resumed:
+        fit(recipe, resumed, resume=True)
+    logged = [
+        r["step"] for r in map(json.loads, (resumed.path / "metrics.jsonl").read_text().splitlines()) if "loss" in r
+    ]
+    assert logged == [1, 2]
+    metrics = json.loads((resumed.path / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["tokens"] == 0 and math.isfinite(metrics["train_loss"])
+    from safetensors.torch import load_file
+
+    saved = load_file(resumed.path / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    for name, value in _adapter_weights(resumed).items():
+        torch.testing.assert_close(value, saved[name])
+
+
 @pytest.mark.isa
 def test_cli_trains_and_writes_a_system_that_generates(tmp_path: Path, tiny_model_dir: Path) -> None:
     from typer.testing import CliRunner

@@ -437,12 +437,17 @@ def train_and_save(
     start = time.perf_counter()
     # A full disk (checkpoint save) or an OOM (a step) ends with what happened and how to resume, not a traceback.
     with guard_resources(run.path, recipe.training, "training (steps and checkpoints)"):
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if checkpoint is not None and _trained_to_the_end(checkpoint):
+            # Killed after its last checkpoint (during the final save): nothing is left to train. The Trainer's
+            # resume loop would take one more step before it checks max_steps, so load the checkpoint instead.
+            training_loss = _restore_finished(trainer, checkpoint)
+        else:
+            training_loss = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).training_loss
     seconds = time.perf_counter() - start
     tokens = trainer.state.num_input_tokens_seen - tokens_before
 
     metrics: dict[str, Any] = {
-        "train_loss": result.training_loss,
+        "train_loss": training_loss,
         "steps": trainer.state.global_step,
         "train_seconds": seconds,
         "tokens": tokens,
@@ -531,6 +536,24 @@ def _fitting(
             "%d of %d %s records exceed max_length=%d tokens and are skipped", dropped, len(rows), what, max_length
         )
     return kept, longest
+
+
+def _trained_to_the_end(checkpoint: Path) -> bool:
+    import json
+
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("max_steps") or 0) > 0 and int(state["global_step"]) >= int(state["max_steps"])
+
+
+def _restore_finished(trainer: Any, checkpoint: Path) -> float:
+    """Load a checkpoint taken at the last step into ``trainer`` (weights and state) without training; return the
+    mean training loss its log holds, as ``trainer.train`` would have reported it."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))  # the Trainer's own loader (safetensors, adapters included)
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    losses = [float(r["loss"]) for r in trainer.state.log_history if "loss" in r]
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
 def _checkpoint_tokens(checkpoint: Path | None) -> int:
