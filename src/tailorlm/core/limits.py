@@ -23,9 +23,10 @@ _DISK_FULL_TEXT = re.compile(r"no space left on device|disk quota exceeded|datab
 _OOM_TEXT = re.compile(r"out of memory|can't allocate memory|cannot allocate memory", re.I)
 
 OOM_HINT = (
-    "use less memory per step: a smaller batch (training.batch_size, --batch-size or ladder.batch_size; raise "
-    "training.grad_accum to keep the effective batch), a shorter training.max_length, or "
-    "training.activation_checkpointing=true (recompute activations instead of keeping them)"
+    "use less memory per step: a lower training.memory_limit_gb (the micro-batch and checkpointing are planned "
+    "under it), a smaller batch (training.batch_size, --batch-size or ladder.batch_size; raise training.grad_accum "
+    "to keep the effective batch), a shorter training.max_length, or training.activation_checkpointing=true "
+    "(recompute activations instead of keeping them)"
 )
 
 

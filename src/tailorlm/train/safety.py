@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.core.io import atomic_directory
+from tailorlm.core.limits import causes
 from tailorlm.errors import ResourceError
 
 log = logging.getLogger("tailorlm.train.safety")
@@ -37,14 +38,14 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 def is_disk_full(err: BaseException) -> bool:
     """True for "no space left on device" and "disk quota exceeded", however deep they were wrapped."""
-    return any(isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS for e in _chain(err))
+    return any(isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS for e in causes(err))
 
 
 def is_out_of_memory(err: BaseException) -> bool:
     """True for an allocator failure on any device: CUDA/XPU/MPS OOM, Python's MemoryError, CPU "out of memory"."""
     import torch
 
-    for e in _chain(err):
+    for e in causes(err):
         if isinstance(e, torch.OutOfMemoryError | MemoryError):
             return True
         # CPU allocators and older CUDA paths raise a plain RuntimeError ("DefaultCPUAllocator: can't allocate
@@ -52,15 +53,6 @@ def is_out_of_memory(err: BaseException) -> bool:
         if isinstance(e, RuntimeError) and re.search(r"out of memory|can't allocate memory", str(e), re.I):
             return True
     return False
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def complete_checkpoint(folder: Path) -> bool:
