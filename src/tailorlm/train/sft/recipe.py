@@ -437,7 +437,7 @@ def train_and_save(
     start = time.perf_counter()
     # A full disk (checkpoint save) or an OOM (a step) ends with what happened and how to resume, not a traceback.
     with guard_resources(run.path, recipe.training, "training (steps and checkpoints)"):
-        if checkpoint is not None and _trained_to_the_end(checkpoint):
+        if checkpoint is not None and _trained_to_the_end(checkpoint, trainer):
             # Killed after its last checkpoint (during the final save): nothing is left to train. The Trainer's
             # resume loop would take one more step before it checks max_steps, so load the checkpoint instead.
             training_loss = _restore_finished(trainer, checkpoint)
@@ -538,11 +538,14 @@ def _fitting(
     return kept, longest
 
 
-def _trained_to_the_end(checkpoint: Path) -> bool:
+def _trained_to_the_end(checkpoint: Path, trainer: Any) -> bool:
+    """Whether ``checkpoint`` already holds every step this training will take: the recipe's max_steps as given now
+    (a resume may raise it), else the step count the Trainer computed from the epochs when it saved."""
     import json
 
     state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    return int(state.get("max_steps") or 0) > 0 and int(state["global_step"]) >= int(state["max_steps"])
+    total = trainer.args.max_steps if trainer.args.max_steps > 0 else int(state.get("max_steps") or 0)
+    return total > 0 and int(state["global_step"]) >= total
 
 
 def _restore_finished(trainer: Any, checkpoint: Path) -> float:
