@@ -180,22 +180,12 @@ class LadderContext:
 
     def train(self, name: str, records: list[dict[str, Any]], out: Path) -> Built:
         """LoRA (or ``ladder.sft.method``) SFT on ``records``; a killed training resumes from its last checkpoint."""
-        from tailorlm.rag.sft_data import write_jsonl
-
-        data = write_jsonl(records, out / "train.jsonl")
-        recipe = self.sft_recipe(name, data)
+        recipe, fingerprint, resume_dir = self._training_recipe(name, records, out)
         self.release_engine()  # training loads its own copy of the model
         from tailorlm.train.sft.recipe import fit
 
-        pointer = out / TRAINING_POINTER
-        fingerprint = _fingerprint(recipe, data)
-        resume_dir = _resumable(pointer, fingerprint)
         display = self.training_display or _no_display
-        if resume_dir is not None:
-            run = Run.reopen(resume_dir)
-        else:
-            run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=self.task.seed, kind="sft")
-            atomic_write_json(pointer, {"run": str(run.path), "fingerprint": fingerprint})
+        run = Run.reopen(resume_dir) if resume_dir is not None else self._new_training_run(recipe, fingerprint, out)
         with run, display() as callbacks:
             system = fit(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
         metrics = json.loads((run.path / "metrics.json").read_text())
@@ -222,13 +212,10 @@ class LadderContext:
         """
         from transformers import TrainerCallback
 
-        from tailorlm.rag.sft_data import write_jsonl
         from tailorlm.train.sft.recipe import build_trainer
 
-        data = write_jsonl(records, out / "train.jsonl")
-        recipe = self.sft_recipe(name, data)
-        pointer, fingerprint = out / TRAINING_POINTER, _fingerprint(recipe, data)
-        if _resumable(pointer, fingerprint) is not None:
+        recipe, fingerprint, resume_dir = self._training_recipe(name, records, out)
+        if resume_dir is not None:
             return False
 
         class Pause(TrainerCallback):  # type: ignore[misc]
@@ -238,8 +225,7 @@ class LadderContext:
                     control.should_training_stop = True
 
         self.release_engine()
-        run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=self.task.seed, kind="sft")
-        atomic_write_json(pointer, {"run": str(run.path), "fingerprint": fingerprint})
+        run = self._new_training_run(recipe, fingerprint, out)
         try:
             trainer, *_ = build_trainer(recipe, run, [*callbacks, Pause()])
             trainer.train()
@@ -248,6 +234,22 @@ class LadderContext:
             raise
         run.finish("interrupted", f"paused after the plan's {steps} calibration steps; the ladder resumes it")
         return True
+
+    def _training_recipe(self, name: str, records: list[dict[str, Any]], out: Path) -> tuple[Any, str, Path | None]:
+        """The rung's SFT recipe on ``records`` (written to ``out/train.jsonl``), its fingerprint, and the run to
+        resume, if any."""
+        from tailorlm.rag.sft_data import write_jsonl
+
+        data = write_jsonl(records, out / "train.jsonl")
+        recipe = self.sft_recipe(name, data)
+        fingerprint = _fingerprint(recipe, data)
+        return recipe, fingerprint, _resumable(out / TRAINING_POINTER, fingerprint)
+
+    def _new_training_run(self, recipe: Any, fingerprint: str, out: Path) -> Run:
+        """A fresh training run in ``out/runs``, named by the pointer with the recipe and data it is for."""
+        run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=self.task.seed, kind="sft")
+        atomic_write_json(out / TRAINING_POINTER, {"run": str(run.path), "fingerprint": fingerprint})
+        return run
 
 
 TRAINING_POINTER = "training-run.json"

@@ -166,7 +166,6 @@ class Calibration:
 
         records = rung.training_records(self.ctx)
         out = self.dir / rung.name
-        data = rung.write_training_data(records, out / "train.jsonl")
         # A smoke run trains for a handful of steps: one warm-up and one timed step are enough to price it.
         max_steps = self.ctx.config.head.max_steps if rung.name == "head" else self.ctx.config.sft.max_steps
         steps = 2 if (max_steps or 99) <= 2 * CALIBRATION_STEPS else CALIBRATION_STEPS
@@ -202,6 +201,7 @@ class Calibration:
             if reused:
                 setup = marks.pop(0)[0]
             else:
+                data = rung.write_training_data(records, out / "train.jsonl")
                 with Run.create(f"plan-{rung.name}", root=out / "runs", kind="plan") as run:
                     trainer = rung.calibration_trainer(self.ctx, data, steps, run, [Timer()])
                     setup = time.perf_counter() - t0
