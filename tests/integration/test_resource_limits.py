@@ -123,6 +123,7 @@ def test_disk_full_in_eval_fails_the_run_and_keeps_the_predictions(
 def test_out_of_memory_in_eval_suggests_a_smaller_batch(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tailorlm.models.engines.ct2 import CT2Engine
     from tailorlm.models.engines.hf import HFEngine
 
     monkeypatch.setenv("TAILOR_CACHE", str(tmp_path / "cache"))
@@ -130,7 +131,11 @@ def test_out_of_memory_in_eval_suggests_a_smaller_batch(
     def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: 9 GB")
 
+    def generate_ct2(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("std::bad_alloc")  # what CTranslate2's allocator raises
+
     monkeypatch.setattr(HFEngine, "generate", generate)
+    monkeypatch.setattr(CT2Engine, "generate", generate_ct2)
     task = _write_task(tmp_path)
     result = runner.invoke(app, ["eval", str(tiny_model_dir), "--task", str(task), "--root", str(tmp_path / "runs")])
     assert result.exit_code == 3, result.output

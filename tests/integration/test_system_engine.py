@@ -35,7 +35,7 @@ def test_adapter_system_gives_the_trained_logits(tiny_model_dir: Path, tmp_path:
     from transformers import AutoModelForCausalLM
 
     adapter = _lora(tiny_model_dir, tmp_path / "adapter", seed=1)
-    system = System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(adapter))])
+    system = System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(adapter))], engine="hf")
     loaded_back = System.load(system.save(tmp_path / "sys"))
     engine = build_engine(loaded_back)
 
@@ -44,7 +44,7 @@ def test_adapter_system_gives_the_trained_logits(tiny_model_dir: Path, tmp_path:
     with torch.no_grad():
         expected = reference(**ids).logits
     torch.testing.assert_close(_logits(engine, "hello world"), expected)
-    base = build_engine(System(model=str(tiny_model_dir)))
+    base = build_engine(System(model=str(tiny_model_dir), engine="hf"))
     assert not torch.allclose(_logits(base, "hello world"), expected)  # the adapter really is applied
 
 
@@ -52,7 +52,7 @@ def test_two_adapters_combine(tiny_model_dir: Path, tmp_path: Path) -> None:
     a = _lora(tiny_model_dir, tmp_path / "a", seed=1)
     b = _lora(tiny_model_dir, tmp_path / "b", seed=2)
     engine = build_engine(
-        System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(a)), AdapterSpec(path=str(b))])
+        System(model=str(tiny_model_dir), adapters=[AdapterSpec(path=str(a)), AdapterSpec(path=str(b))], engine="hf")
     )
     assert engine.loaded.extra["adapters"] == ["a", "b"]
     assert engine.generate(["hi"])[0].finish_reason in ("stop", "length")

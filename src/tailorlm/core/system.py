@@ -88,8 +88,12 @@ class _PathResolving(StrictModel):
         return value
 
 
+# Engines that run the weights on this machine (and so have a tokenizer, token counts and canaries).
+LOCAL_ENGINES = frozenset({"auto", "hf", "ct2"})
+
+
 class EngineOptions(StrictModel):
-    """Engine-specific settings. Only the ``openai`` engine uses these today."""
+    """Engine-specific settings: the ``openai`` engine's endpoint, the ``ct2`` engine's precision."""
 
     base_url: str | None = Field(
         None, description="Endpoint of an OpenAI-compatible server, e.g. http://host:8000/v1."
@@ -98,6 +102,10 @@ class EngineOptions(StrictModel):
         "OPENAI_API_KEY", description="Name of the environment variable holding the API key (never the key itself)."
     )
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout for remote engines.")
+    compute_type: Literal["float32", "int8"] = Field(
+        "float32",
+        description="ct2 engine: weight precision; int8 changes some answers of small models (see the engines doc).",
+    )
 
 
 class AdapterSpec(_PathResolving):
@@ -243,7 +251,9 @@ class System(_PathResolving):
 
     name: str = Field("system", description="Human-readable name, shown in reports and /v1/models.")
     model: str = Field("default", description='Base model: "default", a local HF folder, or a hub id.')
-    engine: Literal["hf", "openai", "vllm", "llamacpp"] = Field("hf", description="Backend that runs the model.")
+    engine: Literal["auto", "hf", "ct2", "openai", "vllm", "llamacpp"] = Field(
+        "auto", description="Backend that runs the model; auto takes ct2 where it gives hf's answers faster."
+    )
     engine_options: EngineOptions = Field(default_factory=EngineOptions, description="Backend-specific settings.")
     adapters: list[AdapterSpec] = Field(default_factory=list, description="PEFT adapters, applied in order.")
     prompt: PromptSpec | None = Field(None, description="Prompt program; None sends inputs unchanged.")

@@ -29,13 +29,20 @@ def _stamp(path: str) -> list[Any]:
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
-def system_cache_key(system: System) -> str:
-    """The System's fingerprint plus a stamp of the local weights it loads."""
+def system_cache_key(system: System, engine: dict[str, Any] | None = None) -> str:
+    """The System's fingerprint, a stamp of the local weights it loads, and the engine ``auto`` resolved to.
+
+    ``engine`` (``EngineChoice.settings`` plus its name) keeps answers of two engines apart; a System that names
+    its engine (hf, openai) keys as it always did.
+    """
     stamps = {}
     for spec in [system.model, *(a.path for a in system.adapters)]:
         if is_local_spec(spec):
             stamps[spec] = _stamp(spec)
-    payload = json.dumps({"system": system.fingerprint(), "weights": stamps}, sort_keys=True)
+    content: dict[str, Any] = {"system": system.fingerprint(), "weights": stamps}
+    if engine is not None and system.engine in ("auto", "ct2"):
+        content["engine"] = engine
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -52,8 +59,8 @@ class PredictionCache:
         self.path = path
 
     @classmethod
-    def for_system(cls, cache_dir: Path, system: System) -> PredictionCache:
-        return cls(cache_dir / "predictions" / f"{system_cache_key(system)}.jsonl")
+    def for_system(cls, cache_dir: Path, system: System, engine: dict[str, Any] | None = None) -> PredictionCache:
+        return cls(cache_dir / "predictions" / f"{system_cache_key(system, engine)}.jsonl")
 
     def load(self) -> dict[str, dict[str, Any]]:
         entries: dict[str, dict[str, Any]] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailorlm.core.io import atomic_write_json
-from tailorlm.core.system import System
+from tailorlm.core.system import LOCAL_ENGINES, System
 from tailorlm.core.task import CanarySpec
 from tailorlm.eval.cache import system_cache_key
 from tailorlm.eval.canaries import compare_canaries, load_canaries, run_canaries
@@ -22,7 +22,7 @@ from tailorlm.eval.canaries import compare_canaries, load_canaries, run_canaries
 
 def _weights_only(system: System, *, with_adapters: bool) -> System:
     # Canary scores depend only on the weights: strip everything else so equal weights share one cache entry.
-    return System(model=system.model, adapters=system.adapters if with_adapters else [])
+    return System(model=system.model, adapters=system.adapters if with_adapters else [], engine="hf")
 
 
 def _cached_score(cache_dir: Path, system: System, limit: int | None, compute: Any) -> dict[str, Any]:
@@ -47,12 +47,24 @@ def check_canaries(
     """
     if not spec.enabled:
         return None
-    if system.engine != "hf":
+    if system.engine not in LOCAL_ENGINES:
         return {"skipped": f"the {system.engine} engine exposes no local weights to score canaries on"}
     items = load_canaries(limit=spec.limit)
+    torch_engines: list[Any] = []
+
+    def torch_engine() -> Any:
+        # Canaries are log-likelihoods of the weights, scored with torch: a ct2 eval engine has no torch model.
+        engine = get_engine()
+        if hasattr(engine, "model"):
+            return engine
+        if not torch_engines:
+            from tailorlm.models.build import build_engine
+
+            torch_engines.append(build_engine(system.model_copy(update={"engine": "hf"}), device="cpu"))
+        return torch_engines[0]
 
     def score(adapters_on: bool) -> dict[str, Any]:
-        engine = get_engine()
+        engine = torch_engine()
         # PeftModel.disable_adapter() runs the base weights without unloading anything.
         disable = None if adapters_on else getattr(engine.model, "disable_adapter", None)
         with disable() if disable else nullcontext():

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tailorlm.core.config import StrictModel
 from tailorlm.core.io import atomic_write_json, atomic_write_text
 from tailorlm.core.run import Run
-from tailorlm.core.system import System
+from tailorlm.core.system import LOCAL_ENGINES, System
 from tailorlm.core.task import Task
 from tailorlm.eval.cache import PredictionCache, example_key
 from tailorlm.eval.canary_check import check_canaries
@@ -29,6 +29,7 @@ from tailorlm.eval.examples import Example, build_examples
 from tailorlm.eval.scoring import score_examples
 from tailorlm.models.default import cache_root
 from tailorlm.models.engines.base import Completion
+from tailorlm.models.engines.select import resolve_engine
 from tailorlm.prompting.answerer import Answer, abstention, attach_sources, build_requests, finalize, sampling_plan
 
 
@@ -131,7 +132,7 @@ def evaluate(
     if examples is None:
         examples, dataset = build_examples(task, config.limit)
     tokenizer = None
-    if system.prompt and system.prompt.max_prompt_tokens and system.engine == "hf":
+    if system.prompt and system.prompt.max_prompt_tokens and system.engine in LOCAL_ENGINES:
         from tailorlm.models.load import load_tokenizer
 
         tokenizer = load_tokenizer(system.model)
@@ -142,7 +143,7 @@ def evaluate(
         # changes the cache key instead of serving stale answers.
         from tailorlm.rag.answer import RagAnswerer
 
-        if tokenizer is None and system.engine == "hf":
+        if tokenizer is None and system.engine in LOCAL_ENGINES:
             from tailorlm.models.load import load_tokenizer
 
             tokenizer = load_tokenizer(system.model)
@@ -156,7 +157,9 @@ def evaluate(
     keys = [example_key(m, {**params.model_dump(mode="json"), "n_samples": n_samples}) for m in requests]
     abstained = {i for i, c in enumerate(rag or []) if c.abstain}
     cache_dir = Path(cache_dir) if cache_dir else cache_root()
-    cache = PredictionCache.for_system(cache_dir, system) if config.use_cache else None
+    choice = resolve_engine(system, device=config.device, dtype=config.dtype)
+    engine_record = {"engine": choice.name, **choice.settings}
+    cache = PredictionCache.for_system(cache_dir, system, engine_record) if config.use_cache else None
 
     with Run.create(
         name or f"eval-{task.name}", root=root, config=config, seed=task.seed, parent=system.parent, kind="eval"
@@ -196,6 +199,8 @@ def evaluate(
         if rag is not None:
             ordered = [attach_sources(a, c) for a, c in zip(ordered, rag, strict=True)]
         metrics = _summarize(task, system, examples, ordered, wall_s=wall, load_s=load_s, generated=generated)
+        # Which engine answered, with its settings: figures from two engines are never compared blindly.
+        metrics["engine"] = {**choice.record(), **(getattr(engine, "settings", None) or {})}
         if rag is not None:
             from tailorlm.rag.evaluation import citation_metrics
 

@@ -121,7 +121,7 @@ def rung_columns(results: Sequence[RungResult], primary: str | None, rec: Recomm
     metric = primary or next((r.quality.metric for r in results if r.quality is not None), "primary metric")
     return [
         "rung", "status", f"{metric} [95% CI]", f"Δ vs {_baseline_title(results, rec)} [95% CI]", "build (s)",
-        "tokens", "peak MB", "disk MB", "p50 (s)", "tokens/s", "prompt tokens/query", "canary drop",
+        "tokens", "peak MB", "disk MB", "p50 (s)", "tokens/s", "engine", "prompt tokens/query", "canary drop",
     ]  # fmt: skip
 
 
@@ -143,7 +143,7 @@ def rung_rows(
                 _num(b.wall_s if b else None), _int(b.tokens if b else None),
                 _int(b.peak_rss_mb if b else None), _num(b.disk_mb if b else None),
                 _num(s.latency_p50_s if s else None, 3), _num(s.tokens_per_s if s else None),
-                _num(s.prompt_tokens_per_query if s else None, 0), _canary_cell(r),
+                (s.engine or "—") if s else "—", _num(s.prompt_tokens_per_query if s else None, 0), _canary_cell(r),
             ]
         )  # fmt: skip
     return rows

@@ -57,6 +57,7 @@ class ServeCost(BaseModel):
         None, description="Prompt tokens per question (RAG and few-shot grow it)."
     )
     eval_wall_s: float | None = Field(None, description="Seconds the eval run took.")
+    engine: str | None = Field(None, description="The engine that answered (hf, ct2, …), as metrics.json records it.")
 
 
 class Estimate(BaseModel):

@@ -310,7 +310,7 @@ class Ladder:
                             detail={k: round(v, 2) for k, v in built.detail.items()}),
             serve=ServeCost(latency_p50_s=cost.get("latency_p50_s"), tokens_per_s=cost.get("tokens_per_s"),
                             prompt_tokens_per_query=cost.get("prompt_tokens_per_example"),
-                            eval_wall_s=cost.get("wall_s")),
+                            eval_wall_s=cost.get("wall_s"), engine=(metrics.get("engine") or {}).get("engine")),
             canaries=canaries, notes=built.notes,
         )  # fmt: skip
 

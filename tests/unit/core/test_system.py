@@ -37,7 +37,7 @@ def full_system(run_dir: Path) -> System:
 
 def test_defaults() -> None:
     s = System()
-    assert (s.model, s.engine, s.adapters, s.prompt, s.retriever, s.tools) == ("default", "hf", [], None, None, [])
+    assert (s.model, s.engine, s.adapters, s.prompt, s.retriever, s.tools) == ("default", "auto", [], None, None, [])
     assert s.generation == GenerationParams()
     assert s.engine_options.api_key_env == "OPENAI_API_KEY"
 
@@ -106,7 +106,7 @@ def test_unknown_key_in_system_yaml_is_config_error_with_suggestion(tmp_path: Pa
     with pytest.raises(ConfigError, match=r"generation\.max_tokens: unknown key; did you mean 'max_new_tokens'\?"):
         System.load(p)
     p.write_text("name: x\nengine: tgi\n")
-    with pytest.raises(ConfigError, match=r"engine: .*expected one of 'hf', 'openai'"):
+    with pytest.raises(ConfigError, match=r"engine: .*expected one of 'auto', 'hf', 'ct2', 'openai'"):
         System.load(p)
 
 
