@@ -161,3 +161,15 @@ def test_env_override_and_fixed_engines(tiny_model_dir: Path, monkeypatch: pytes
     monkeypatch.delenv("TAILOR_ENGINE")
     assert resolve_engine(system.model_copy(update={"engine": "hf"})).name == "hf"
     assert resolve_engine(System(model="gpt-x", engine="openai")).name == "openai"
+
+
+def test_concurrent_requests_from_threads_get_their_own_answers(tiny_model_dir: Path) -> None:
+    # The server (and a ladder's judge) call one engine from several threads; CTranslate2 serializes them safely.
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = build_engine(System(model=str(tiny_model_dir)))
+    params = GenerationParams(max_new_tokens=8)
+    expected = [engine.generate([p], params)[0].text for p in PROMPTS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda p: engine.generate([p], params)[0].text, PROMPTS * 3))
+    assert got == expected * 3

@@ -33,6 +33,7 @@ TRACKED_PACKAGES = (
     "datasets",
     "tokenizers",
     "safetensors",
+    "ctranslate2",  # the ct2 generation engine (engine: auto on a CPU)
     "gguf",  # reads the packaged default model's GGUF file, whose dequantized weights every run starts from
     "bitsandbytes",  # QLoRA's 4-bit base (GPU only)
     "vllm",

@@ -102,6 +102,8 @@ class EngineOptions(StrictModel):
         "OPENAI_API_KEY", description="Name of the environment variable holding the API key (never the key itself)."
     )
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout for remote engines.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm engine: GPUs one model is split across.")
+    max_lora_rank: int = Field(64, ge=1, description="vllm engine: the largest LoRA rank it can serve.")
     compute_type: Literal["float32", "int8"] = Field(
         "float32",
         description="ct2 engine: weight precision; int8 changes some answers of small models (see the engines doc).",

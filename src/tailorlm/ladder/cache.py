@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,8 @@ def rung_key(task: Task, rung: str, model: str, config_keys: tuple[str, ...], us
             | ({"documents"} if "documents" in uses else set()),
         ),
         "ladder": {k: ladder[k] for k in ("eval_limit", "batch_size", "canary_limit", *config_keys)},
+        # Which engine answers changes the answers' bits (and the cost): a result from another engine is stale.
+        "engine": [ladder["engine"], ladder["engine_options"], os.environ.get("TAILOR_ENGINE", "")],
         "data": data_fingerprints(task, uses),
         "code": code_version(),
     }

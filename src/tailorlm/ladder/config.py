@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from tailorlm.core.config import StrictModel
+from tailorlm.core.system import EngineOptions
 
 
 class FewShotRungConfig(StrictModel):
@@ -77,6 +78,10 @@ class LadderConfig(StrictModel):
     eval_limit: int | None = Field(None, ge=1, description="Score on the first N eval examples (all: None).")
     batch_size: int = Field(8, ge=1, description="Questions per generation batch.")
     canary_limit: int | None = Field(100, ge=1, description="Canary items scored per model (None: all 300).")
+    engine: Literal["auto", "hf", "ct2", "openai", "vllm"] = Field(
+        "auto", description="Engine that answers for every rung (openai: a served model, e.g. vLLM's endpoint)."
+    )
+    engine_options: EngineOptions = Field(default_factory=EngineOptions, description="The engine's settings.")
     few_shot: FewShotRungConfig = Field(default_factory=FewShotRungConfig)
     chain_of_thought: ChainOfThoughtRungConfig = Field(default_factory=ChainOfThoughtRungConfig)
     optimize: OptimizeRungConfig = Field(default_factory=OptimizeRungConfig)

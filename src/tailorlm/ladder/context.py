@@ -72,6 +72,13 @@ class LadderContext:
 
     # --- engines -----------------------------------------------------------------------------------------------
 
+    def with_engine(self, system: System) -> System:
+        """``system`` answered by the ladder's engine (``ladder.engine``); a head System stays on its own."""
+        cfg = self.config
+        if system.head is not None or (cfg.engine == "auto" and system.engine == "auto"):
+            return system
+        return system.model_copy(update={"engine": cfg.engine, "engine_options": cfg.engine_options})
+
     def engine_for(self, system: System) -> Any:
         """One engine at a time, reused by every System with the same weights (prompt and retriever differ)."""
         from tailorlm.models.build import build_engine

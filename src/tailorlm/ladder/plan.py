@@ -271,13 +271,14 @@ def make_plan(ctx: LadderContext, rungs: list[Rung], *, console: Console) -> dic
         t_rung = time.perf_counter()
         try:
             if not rung.trains and rung.name != "optimized-prompt":
-                cal.eval_batch(rung, rung.build(ctx, ctx.dir / "plan" / rung.name).system)
+                cal.eval_batch(rung, ctx.with_engine(rung.build(ctx, ctx.dir / "plan" / rung.name).system))
             elif rung.trains:
                 stand_in = "rag" if "documents" in rung.uses else "zero-shot"
                 if stand_in not in cal.per_batch:
                     from tailorlm.ladder.rungs import RUNGS
 
-                    cal.eval_batch(RUNGS[stand_in], RUNGS[stand_in].build(ctx, ctx.dir / "plan" / stand_in).system)
+                    stand_in_system = RUNGS[stand_in].build(ctx, ctx.dir / "plan" / stand_in).system
+                    cal.eval_batch(RUNGS[stand_in], ctx.with_engine(stand_in_system))
             estimates[rung.name] = estimate_rung(cal, rung)
             release_memory()
             console.print(f"[dim]  {rung.title}: calibrated in {time.perf_counter() - t_rung:.0f} s[/]")

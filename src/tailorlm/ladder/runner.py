@@ -286,7 +286,7 @@ class Ladder:
         from tailorlm.eval.runner import EvalConfig, evaluate
         from tailorlm.models.default import cache_root
 
-        system = built.system.model_copy(update={"name": rung.name})
+        system = self.ctx.with_engine(built.system.model_copy(update={"name": rung.name}))
         system.save(rung_dir / "system")
         task = rung.eval_task(self.task)
         config = EvalConfig(task=task.name, system=system.name, limit=self.ctx.config.eval_limit,

@@ -45,9 +45,13 @@ def build_engine(system: System, *, device: str = "auto", dtype: str = "auto", b
             api_key_env=opts.api_key_env or "OPENAI_API_KEY",
             timeout_s=opts.timeout_s,
         )
+    if choice.name == "vllm":
+        from tailorlm.models.engines.vllm import VLLMEngine
+
+        return VLLMEngine(system)
     raise ConfigError(
         f"engine {system.engine!r} is not available in this installation",
-        hint="vllm and llamacpp engines arrive with their optional extras: pip install 'tailorlm[vllm]'",
+        hint="the llamacpp engine is not built yet: use engine: auto (ct2 on a CPU) or vllm on a GPU",
     )
 
 

@@ -129,3 +129,18 @@ def test_training_records_read_as_eval_records_or_chat(tmp_path: Path) -> None:
     ctx = LadderContext(task=task, config=task.ladder, model="default", dir=tmp_path / "ladder")
     [ex] = ctx.train_examples()
     assert (ex.text, ex.reference) == ("Who founded Normandy?", ["Rollo"])
+
+
+def test_keys_change_with_the_engine_that_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_task(tmp_path)
+    monkeypatch.delenv("TAILOR_ENGINE", raising=False)
+
+    def key(task: Task) -> str:
+        return rung_key(task, "zero-shot", "default", RUNGS["zero-shot"].config_keys, set(RUNGS["zero-shot"].uses))
+
+    auto = key(Task.load(path))
+    assert key(Task.load(path, ["ladder.engine=hf"])) != auto
+    endpoint = ["ladder.engine=openai", "ladder.engine_options.base_url=http://127.0.0.1:8000/v1"]
+    assert key(Task.load(path, endpoint)) not in (auto, key(Task.load(path, ["ladder.engine=openai"])))
+    monkeypatch.setenv("TAILOR_ENGINE", "hf")
+    assert key(Task.load(path)) != auto
