@@ -452,7 +452,7 @@ def _require_logits(engine: Engine) -> None:
         raise TailorError(
             f"mode='logprob' needs a local transformers judge (HFEngine); {type(engine).__name__} gives no "
             "next-token probabilities over the whole vocabulary",
-            hint="use mode='generate' with this engine, or load the judge with HFEngine",
+            hint="use mode='generate' with this engine, or build the judge from a System with engine: hf",
         )
 
 
