@@ -77,3 +77,12 @@ def test_version_and_help() -> None:
     assert res.exit_code == 0
     for command in ("generate", "chat", "demo", "data", "runs"):
         assert command in res.stdout
+
+
+def test_generate_engine_flag_picks_the_engine_and_refuses_unknown_ones(tiny_model_dir: Path) -> None:
+    args = ["generate", "-m", str(tiny_model_dir), "--max-tokens", "4", "--json", "a", "b"]
+    fast, hf = runner.invoke(app, [*args, "--engine", "ct2"]), runner.invoke(app, [*args, "--engine", "hf"])
+    assert fast.exit_code == 0 and hf.exit_code == 0, fast.output + hf.output
+    assert [r["text"] for r in json.loads(fast.stdout)] == [r["text"] for r in json.loads(hf.stdout)]
+    bad = runner.invoke(app, [*args, "--engine", "fast"])
+    assert bad.exit_code != 0 and "--engine 'fast' is not an engine" in bad.output and "Traceback" not in bad.output

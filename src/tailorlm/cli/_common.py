@@ -66,3 +66,22 @@ class TailorGroup(TyperGroup):
                 raise
             render_error(friendly)
             raise typer.Exit(friendly.exit_code) from None
+
+
+ENGINE_HELP = (
+    "auto (ct2 on a CPU where it answers as hf does, else hf), hf, ct2, openai or vllm; default: the System's."
+)
+
+
+def with_engine(system: Any, engine: str | None) -> Any:
+    """``system`` answered by ``engine`` (``--engine``), validated like a system.yaml's ``engine:``."""
+    from typing import get_args
+
+    from tailorlm.errors import ConfigError
+
+    if not engine:
+        return system
+    names = get_args(type(system).model_fields["engine"].annotation)
+    if engine not in names:
+        raise ConfigError(f"--engine {engine!r} is not an engine", hint=f"use one of: {', '.join(names)}")
+    return system.model_copy(update={"engine": engine})

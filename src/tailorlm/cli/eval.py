@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tailorlm.cli._common import console, err_console, print_json
+from tailorlm.cli._common import ENGINE_HELP, console, err_console, print_json, with_engine
 from tailorlm.core.system import SYSTEM_FILE, System
 from tailorlm.core.task import Task
 
@@ -51,13 +51,14 @@ def run(
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate every prediction."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
+    engine: str = typer.Option(None, "--engine", help=ENGINE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json."),
 ) -> None:
     """Evaluate SYSTEM on a task; writes predictions.jsonl and metrics.json (with bootstrap CIs) into a run."""
     from tailorlm.eval.runner import EvalConfig, evaluate
 
     task_ = Task.load(task, overrides or [])
-    system_ = _system_from(system)
+    system_ = with_engine(_system_from(system), engine)
     config = EvalConfig(
         task=str(task),
         system=system,
@@ -87,7 +88,8 @@ def print_result(result: Any, as_json: bool) -> None:
     console.print(
         f"{cost['generated']} generated, {cost['cached']} from cache · {cost['wall_s']:.1f} s · "
         f"p50 latency {cost['latency_p50_s'] or 0:.2f} s · {cost['tokens_per_s'] or 0} tokens/s · "
-        f"{cost['prompt_tokens_per_example']} prompt tokens/example · peak {cost['peak_rss_mb']:.0f} MB",
+        f"{cost['prompt_tokens_per_example']} prompt tokens/example · peak {cost['peak_rss_mb']:.0f} MB"
+        f" · engine {(m.get('engine') or {}).get('engine', 'hf')}",
         highlight=False,
     )
     if "canaries" in m:

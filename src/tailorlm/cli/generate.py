@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tailorlm.cli._common import console, err_console, print_json
+from tailorlm.cli._common import ENGINE_HELP, console, err_console, print_json, with_engine
 from tailorlm.core.system import PromptSpec, System
 from tailorlm.errors import ConfigError
 from tailorlm.models.build import build_engine
@@ -62,6 +62,7 @@ def generate(
     seed: int = typer.Option(None, "--seed", help="Seed for sampling."),
     stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts generated together (hf engine)."),
+    engine: str = typer.Option(None, "--engine", help=ENGINE_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     as_json: bool = typer.Option(False, "--json", help="Print completions as JSON."),
@@ -71,7 +72,7 @@ def generate(
         if sys.stdin.isatty():
             raise ConfigError("no prompt given", hint='tailor generate "What is the capital of France?"')
         prompts = [line.strip() for line in sys.stdin if line.strip()]
-    sys_ = open_system(model, system, system_prompt)
+    sys_ = with_engine(open_system(model, system, system_prompt), engine)
     params = _params(sys_.generation, max_tokens, temperature, top_p, seed, stop)
     with err_console.status(f"loading {escape(sys_.model)}…"):
         engine = build_engine(sys_, device=device, dtype=dtype, batch_size=batch_size)
@@ -124,9 +125,10 @@ def chat(
     seed: int = typer.Option(None, "--seed"),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
+    engine: str = typer.Option(None, "--engine", help=ENGINE_HELP),
 ) -> None:
     """Chat with a model or a System; answers stream as they are generated. /reset clears, /exit quits."""
-    sys_ = open_system(model, system, system_prompt)
+    sys_ = with_engine(open_system(model, system, system_prompt), engine)
     params = _params(sys_.generation, max_tokens, temperature, top_p, seed, None)
     with err_console.status(f"loading {escape(sys_.model)}…"):
         engine = build_engine(sys_, device=device, dtype=dtype)
