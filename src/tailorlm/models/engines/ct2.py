@@ -173,7 +173,7 @@ class CT2Engine:
         )
         latency = time.perf_counter() - start
         # A row the stop callback ended lacks the token that completed the stop string; the callback saw every
-        # token, so its list gives the same usage count as the hf engine.
+        # token, so its list counts that token too (the text is cut at the stop string either way).
         outputs = [
             seen if len(seen) > len(result.sequences_ids[0]) else result.sequences_ids[0]
             for result, seen in zip(results, generated, strict=True)
