@@ -173,3 +173,15 @@ def test_concurrent_requests_from_threads_get_their_own_answers(tiny_model_dir: 
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda p: engine.generate([p], params)[0].text, PROMPTS * 3))
     assert got == expected * 3
+
+
+def test_stop_strings_match_only_generated_text_in_both_engines(tiny_model_dir: Path) -> None:
+    # The chat prompt ends in "\n" and the tiny model answers "\n\n…": a stop of "\n\n" must need both newlines
+    # from the answer (transformers' own stop_strings also matched across the prompt's end, after one "\n").
+    system = System(model=str(tiny_model_dir))
+    params = GenerationParams(max_new_tokens=12, stop=["\n\n"])
+    for engine in (build_engine(system), build_engine(system.model_copy(update={"engine": "hf"}))):
+        assert [
+            (c.text, c.finish_reason, c.usage.completion_tokens) for c in engine.generate(PROMPTS[:2], params)
+        ] == [("", "stop", 2)] * 2
+        assert "".join(c.text for c in engine.stream(PROMPTS[0], params)) == ""

@@ -77,7 +77,7 @@ class HFEngine:
                 on_progress(len(idx))
         return [c for c in results if c is not None]
 
-    def _generation_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+    def _generation_kwargs(self, params: GenerationParams, prompt_width: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -88,8 +88,13 @@ class HFEngine:
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
         if params.stop:
-            # transformers stops the row as soon as a stop string appears; we cut the string off afterwards.
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+            # Stop a row as soon as a stop string appears in what it generated; the string is cut off afterwards.
+            # Not transformers' ``stop_strings``: it also matches across the prompt's end, so with stop="\n\n" a
+            # prompt ending in "\n" stopped after one generated "\n".
+            from transformers import StoppingCriteriaList
+
+            stop = _StopInGenerated(self.tokenizer, params.stop, prompt_width)
+            kwargs.update(stopping_criteria=StoppingCriteriaList([stop]))
         return kwargs
 
     def _eos_ids(self) -> list[int]:
@@ -112,7 +117,7 @@ class HFEngine:
         start = time.perf_counter()
         out = self.model.generate(
             **inputs,
-            **self._generation_kwargs(params),
+            **self._generation_kwargs(params, inputs["input_ids"].shape[1]),
             return_dict_in_generate=True,
             output_scores=params.logprobs,
         )
@@ -157,7 +162,9 @@ class HFEngine:
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
                     result["out"] = self.model.generate(
-                        **self._batch_inputs([prompt_ids]), **self._generation_kwargs(params), streamer=streamer
+                        **self._batch_inputs([prompt_ids]),
+                        **self._generation_kwargs(params, len(prompt_ids)),
+                        streamer=streamer,
                     )
             except BaseException as err:  # surfaced in the caller's thread below
                 result["error"] = err
@@ -194,3 +201,22 @@ class HFEngine:
             finish_reason="stop" if finished else "length",
             usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=n),
         )
+
+
+class _StopInGenerated:
+    """A transformers stopping criterion: True for the rows whose generated text contains a stop string."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = list(stop)
+        self.prompt_width = prompt_width
+        # Enough trailing tokens to hold the longest stop string plus a token that may straddle its start.
+        self.window = max(len(x) for x in self.stop) + 8
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_width :].tolist()
+        done = [
+            truncate_at_stop(self.tokenizer.decode(row[-self.window :], skip_special_tokens=True), self.stop)[1]
+            for row in generated
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
