@@ -109,3 +109,22 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` before the earliest stop string. Returns ``(text, stopped)``."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def render_prompt(tokenizer: Any, request: str | Sequence[Message] | Request) -> str:
+    """The exact text a local model sees: a raw prompt, or chat messages rendered with the model's chat template."""
+    req = Request.of(request)
+    if req.prompt is not None:
+        return req.prompt
+    return tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt. The chat template already holds the special tokens: adding BOS again would
+    shift the prompt away from what the model was trained on."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tokens_through_eos(ids: Sequence[int], eos: set[int]) -> int:
+    """How many of ``ids`` count as generated: through the first end token, or all of them."""
+    return next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))

@@ -30,6 +30,9 @@ from tailorlm.models.engines.base import (
     Request,
     StreamChunk,
     Usage,
+    encode_prompt,
+    render_prompt,
+    tokens_through_eos,
     truncate_at_stop,
 )
 
@@ -92,14 +95,10 @@ class CT2Engine:
     # -- prompts ---------------------------------------------------------------------------------------------
     def render(self, request: str | Sequence[Message] | Request) -> str:
         """The exact text the model sees: chat messages rendered with the model's own chat template."""
-        req = Request.of(request)
-        if req.prompt is not None:
-            return req.prompt
-        return self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, request)
 
     def _encode(self, text: str) -> list[int]:
-        # The chat template already holds the special tokens (as in the hf engine): no extra BOS.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, text)
 
     def eos_ids(self) -> list[int]:
         """The generation config's end tokens plus the tokenizer's, as the hf engine stops on."""
@@ -199,7 +198,7 @@ class CT2Engine:
 
     def _completion(self, ids: list[int], prompt_tokens: int, params: GenerationParams, latency: float) -> Completion:
         eos = set(self.eos_ids())
-        n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))  # tokens through the first EOS
+        n = tokens_through_eos(ids, eos)
         text, stopped = truncate_at_stop(self.tokenizer.decode(ids[:n], skip_special_tokens=True), params.stop)
         hit_eos = n > 0 and ids[n - 1] in eos
         return Completion(

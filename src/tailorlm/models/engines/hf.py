@@ -22,6 +22,9 @@ from tailorlm.models.engines.base import (
     Request,
     StreamChunk,
     Usage,
+    encode_prompt,
+    render_prompt,
+    tokens_through_eos,
     truncate_at_stop,
 )
 from tailorlm.models.load import LoadedModel, load_model
@@ -40,15 +43,10 @@ class HFEngine:
     # -- prompts ---------------------------------------------------------------------------------------------
     def render(self, request: str | Sequence[Message] | Request) -> str:
         """The exact text the model sees: chat messages rendered with the model's own chat template."""
-        req = Request.of(request)
-        if req.prompt is not None:
-            return req.prompt
-        return self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, request)
 
     def _encode(self, text: str) -> list[int]:
-        # The chat template already contains the special tokens; adding BOS again would shift the prompt
-        # away from what the model was trained on.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, text)
 
     # -- batched generation ----------------------------------------------------------------------------------
     def generate(
@@ -130,7 +128,7 @@ class HFEngine:
         completions = []
         for row, prompt_ids in enumerate(batch):
             ids = new_tokens[row].tolist()
-            n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))  # tokens through the first EOS
+            n = tokens_through_eos(ids, eos)
             text, stopped = truncate_at_stop(self.tokenizer.decode(ids[:n], skip_special_tokens=True), params.stop)
             hit_eos = n < len(ids) or (n > 0 and ids[n - 1] in eos)
             completions.append(
@@ -194,7 +192,7 @@ class HFEngine:
             yield StreamChunk(text=text[sent:])
         ids = result["out"][0, len(prompt_ids) :].tolist()
         eos = set(self._eos_ids())
-        n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+        n = tokens_through_eos(ids, eos)
         finished = stopped or (n > 0 and ids[n - 1] in eos)
         yield StreamChunk(
             text="",

@@ -16,7 +16,16 @@ from typing import Any
 
 from tailorlm.core.system import System
 from tailorlm.errors import ConfigError
-from tailorlm.models.engines.base import Completion, GenerationParams, Message, Request, StreamChunk, Usage
+from tailorlm.models.engines.base import (
+    Completion,
+    GenerationParams,
+    Message,
+    Request,
+    StreamChunk,
+    Usage,
+    encode_prompt,
+    render_prompt,
+)
 
 
 class VLLMEngine:
@@ -57,10 +66,7 @@ class VLLMEngine:
         self.settings = {"engine": "vllm", "tensor_parallel_size": opts.tensor_parallel_size}
 
     def render(self, request: str | Sequence[Message] | Request) -> str:
-        req = Request.of(request)
-        if req.prompt is not None:
-            return req.prompt
-        return self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, request)
 
     def _sampling(self, params: GenerationParams) -> Any:
         from vllm import SamplingParams
@@ -83,10 +89,7 @@ class VLLMEngine:
     ) -> list[Completion]:
         """All requests in one call: vLLM schedules them with continuous batching."""
         params = params or GenerationParams()
-        prompts = [
-            {"prompt_token_ids": self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"]}
-            for r in requests
-        ]
+        prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, self.render(r))} for r in requests]
         start = time.perf_counter()
         outputs = self.llm.generate(prompts, self._sampling(params), lora_request=self.lora, use_tqdm=False)
         latency = time.perf_counter() - start
