@@ -35,6 +35,7 @@ from tailorlm.models.engines.base import (
     tokens_through_eos,
     truncate_at_stop,
 )
+from tailorlm.models.engines.rows import Row
 
 # Tokens by which prompts in one batch may always differ: each is one extra decoding step for the whole batch.
 LENGTH_SLACK = 8
@@ -207,6 +208,38 @@ class CT2Engine:
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=n),
             latency_s=latency,
         )
+
+    # -- batched streaming (the server) -----------------------------------------------------------------------
+    def run_rows(self, rows: Sequence[Row]) -> None:
+        """Generate ``rows`` as one batch, streaming each row's text to its sink (``rows.py``).
+
+        A row stops on its own end token, stop string, token budget or cancellation: CTranslate2 stops a batch index
+        when the per-token callback returns True. The rows share sampling settings (the scheduler groups them).
+        """
+        params = rows[0].params
+        if params.seed is not None:
+            import ctranslate2
+
+            ctranslate2.set_random_seed(params.seed)
+        eos = set(self.eos_ids())
+        streams = [row.start(self.tokenizer, eos) for row in rows]
+
+        def on_token(step: Any) -> bool:
+            row, text = rows[step.batch_id], streams[step.batch_id]
+            row.emit(text.push(step.token_id))
+            return text.done or row.cancelled.is_set()
+
+        options = self._options(params)
+        options["max_length"] = max(row.params.max_new_tokens for row in rows)
+        self.generator.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(row.prompt_ids) for row in rows],
+            include_prompt_in_result=False,
+            return_end_token=True,
+            callback=on_token,
+            **options,
+        )
+        for row in rows:
+            row.finish()
 
     # -- streaming -------------------------------------------------------------------------------------------
     def stream(

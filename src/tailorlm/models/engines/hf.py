@@ -27,6 +27,7 @@ from tailorlm.models.engines.base import (
     tokens_through_eos,
     truncate_at_stop,
 )
+from tailorlm.models.engines.rows import Row, RowText
 from tailorlm.models.load import LoadedModel, load_model
 
 
@@ -142,6 +143,33 @@ class HFEngine:
             )
         return completions
 
+    # -- batched streaming (the server) -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def run_rows(self, rows: Sequence[Row]) -> None:
+        """Generate ``rows`` as one left-padded batch, streaming each row's text to its sink (``rows.py``).
+
+        Rows of Systems that share this base model carry their adapter's name; PEFT runs a mixed batch with one
+        adapter per row (``adapter_names``), so switching adapters costs nothing between requests.
+        """
+        params = rows[0].params
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        eos = set(self._eos_ids())
+        streams = [row.start(self.tokenizer, eos) for row in rows]
+        inputs = self._batch_inputs([row.prompt_ids for row in rows])
+        kwargs = self._generation_kwargs(params.model_copy(update={"stop": []}), inputs["input_ids"].shape[1])
+        kwargs["max_new_tokens"] = max(row.params.max_new_tokens for row in rows)
+        if any(row.adapter for row in rows):
+            kwargs["adapter_names"] = [row.adapter or "__base__" for row in rows]
+        from transformers import StoppingCriteriaList
+
+        done = _RowsDone(rows, streams)
+        self.model.generate(
+            **inputs, **kwargs, streamer=_RowsStreamer(rows, streams), stopping_criteria=StoppingCriteriaList([done])
+        )
+        for row in rows:
+            row.finish()
+
     # -- streaming -------------------------------------------------------------------------------------------
     def stream(
         self, request: str | Sequence[Message] | Request, params: GenerationParams | None = None
@@ -199,6 +227,36 @@ class HFEngine:
             finish_reason="stop" if finished else "length",
             usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=n),
         )
+
+
+class _RowsStreamer:
+    """A transformers streamer that hands each row's new token to that row (the first ``put`` is the prompt)."""
+
+    def __init__(self, rows: Sequence[Row], streams: Sequence[RowText]) -> None:
+        self.rows, self.streams, self.prompt_seen = rows, streams, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, text, token in zip(self.rows, self.streams, value.reshape(-1).tolist(), strict=True):
+            if not text.done and not row.cancelled.is_set():
+                row.emit(text.push(int(token)))
+
+    def end(self) -> None:
+        pass
+
+
+class _RowsDone:
+    """A stopping criterion: a row is finished when its text says so (end token, stop string, its own budget) or
+    its client went away."""
+
+    def __init__(self, rows: Sequence[Row], streams: Sequence[RowText]) -> None:
+        self.rows, self.streams = rows, streams
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = [text.done or row.cancelled.is_set() for row, text in zip(self.rows, self.streams, strict=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class _StopInGenerated:

@@ -1,0 +1,256 @@
+"""From a validated request to generated rows: the System's prompt program and retrieval, the limits, and the
+rows handed to the scheduler, whose chunks come back to the asyncio side through a queue.
+
+Retrieval and tokenization are CPU work, so ``prepare`` runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailorlm.models.engines.base import GenerationParams, Message, StreamChunk, encode_prompt, render_prompt
+from tailorlm.models.engines.rows import Row
+from tailorlm.prompting.program import render_messages, render_user_turn
+from tailorlm.serve.config import Limits
+from tailorlm.serve.registry import Served
+from tailorlm.serve.scheduler import QueueFull
+from tailorlm.serve.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from tailorlm.serve.state import ApiError
+
+
+@dataclass
+class Prepared:
+    """One prompt, ready for the scheduler."""
+
+    served: Served
+    prompt_ids: list[int]
+    params: GenerationParams
+    context: Any = None  # RagContext for a RAG System
+    abstained: bool = False  # the RAG System answers "I don't know" without generating
+
+
+@dataclass
+class Choice:
+    """One completion as it is being produced."""
+
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+    first_token_s: float | None = None
+    error: BaseException | None = None
+    done: bool = False
+    citations: list[dict[str, Any]] | None = None
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+def refuse_unsupported(body: ChatCompletionRequest | CompletionRequest, served: Served) -> None:
+    """OpenAI fields this System cannot honour get a 400 that says so, not a silently different answer."""
+    if body.logit_bias:
+        raise ApiError(400, "logit_bias is not supported", param="logit_bias")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(body, name) not in (None, 0, 0.0):
+            raise ApiError(400, f"{name} is not supported (send 0 or leave it out)", param=name)
+    if body.logprobs or body.top_logprobs:
+        raise ApiError(400, "logprobs are not returned by this server", param="logprobs")
+    if isinstance(body, CompletionRequest):
+        if body.echo or body.suffix:
+            raise ApiError(400, "echo and suffix are not supported", param="echo" if body.echo else "suffix")
+        return
+    if body.tools or body.tool_choice not in (None, "none", "auto"):
+        raise ApiError(
+            400, f"System {served.name!r} does not support tools (tool calling arrives with issue #19)", param="tools"
+        )
+    if body.response_format and body.response_format.get("type") not in (None, "text"):
+        raise ApiError(
+            400,
+            f"response_format {body.response_format.get('type')!r} is not supported by {served.name!r}: only text",
+            param="response_format",
+        )
+
+
+def generation_params(
+    body: ChatCompletionRequest | CompletionRequest, served: Served, limits: Limits
+) -> GenerationParams:
+    max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    if max_tokens is not None and max_tokens > limits.max_tokens:
+        raise ApiError(
+            400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}", param="max_tokens"
+        )
+    if body.n > limits.n:
+        raise ApiError(400, f"n is {body.n}; this server allows at most {limits.n}", param="n")
+    defaults = served.system.generation
+    update: dict[str, Any] = {"logprobs": False}
+    if max_tokens is not None:
+        update["max_new_tokens"] = max_tokens
+    else:
+        update["max_new_tokens"] = min(defaults.max_new_tokens, limits.max_tokens)
+    if body.temperature is not None:
+        update["temperature"] = body.temperature
+    if body.top_p is not None:
+        update["top_p"] = body.top_p
+    if body.seed is not None:
+        update["seed"] = body.seed
+    if body.stop is not None:
+        update["stop"] = body.stop
+    return defaults.model_copy(update=update)
+
+
+# -- prompts ----------------------------------------------------------------------------------------------------
+def client_messages(messages: Sequence[ChatMessage]) -> list[Message]:
+    """The conversation as plain role/content dicts; ``developer`` is OpenAI's newer name for ``system``."""
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        if m.role == "tool" or m.tool_calls:
+            raise ApiError(400, "tool messages need a System with tools", param=f"messages[{i}]")
+        try:
+            text = m.text()
+        except ValueError as err:
+            raise ApiError(400, str(err), param=f"messages[{i}].content") from None
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+    if out[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be from the user", param="messages")
+    return out
+
+
+def apply_program(served: Served, messages: list[Message], question: str) -> list[Message]:
+    """The System's prompt program around the conversation: its system message (unless the client sent one), its
+    few-shot turns and template on a one-turn conversation, the template on the last turn otherwise."""
+    prompt = served.system.prompt
+    if prompt is None:
+        return [*messages[:-1], {"role": "user", "content": question}]
+    if len(messages) == 1:
+        return render_messages(prompt, question)
+    out = [*messages[:-1], {"role": "user", "content": render_user_turn(prompt.template, question)}]
+    if prompt.system and out[0]["role"] != "system":
+        out.insert(0, {"role": "system", "content": prompt.system})
+    return out
+
+
+def prepare_chat(served: Served, messages: list[Message], params: GenerationParams, limits: Limits) -> Prepared:
+    """Runs in a worker thread: retrieval (RAG Systems), the prompt program, tokenization and the prompt limit."""
+    question = messages[-1]["content"]
+    context = None
+    if served.rag is not None:
+        with served.rag_lock:
+            context = served.rag.prepare([question])[0]
+        if context.abstain:
+            return Prepared(served, [], params, context=context, abstained=True)
+        question = context.input
+    text = render_prompt(served.tokenizer, apply_program(served, messages, question))
+    return Prepared(served, _checked_ids(served, text, limits), params, context=context)
+
+
+def prepare_text(served: Served, prompt: str, params: GenerationParams, limits: Limits) -> Prepared:
+    return Prepared(served, _checked_ids(served, prompt, limits), params)
+
+
+def _checked_ids(served: Served, text: str, limits: Limits) -> list[int]:
+    ids = encode_prompt(served.tokenizer, text)
+    if len(ids) > limits.max_prompt_tokens:
+        raise ApiError(
+            400,
+            f"the prompt is {len(ids)} tokens; this server allows at most {limits.max_prompt_tokens}",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if not ids:
+        raise ApiError(400, "the prompt is empty", param="prompt")
+    return ids
+
+
+# -- running ----------------------------------------------------------------------------------------------------
+@dataclass
+class Generation:
+    """The rows of one request in flight; ``events()`` yields ``(choice, delta)`` as text arrives."""
+
+    choices: list[Choice]
+    rows: list[Row | None]
+    queue: asyncio.Queue[tuple[int, StreamChunk | None]]
+    started: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        for row in self.rows:
+            if row is not None:
+                row.cancelled.set()
+
+    @property
+    def finished(self) -> bool:
+        return all(c.done for c in self.choices)
+
+    async def events(self, deadline: float) -> AsyncIterator[tuple[Choice, str]]:
+        while not self.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.cancel()
+                raise ApiError(
+                    504, "the answer took longer than this server's timeout", type="timeout", code="timeout"
+                )
+            try:
+                index, chunk = await asyncio.wait_for(self.queue.get(), min(left, 1.0))
+            except TimeoutError:
+                yield self.choices[0], ""  # a heartbeat: the caller checks whether the client is still there
+                continue
+            choice = self.choices[index]
+            if chunk is None:
+                row = self.rows[index]
+                choice.error = (row.error if row else None) or RuntimeError("generation failed")
+                choice.done = True
+                continue
+            if chunk.text and choice.first_token_s is None:
+                choice.first_token_s = time.perf_counter() - self.started
+            choice.text += chunk.text
+            if chunk.finish_reason is not None:
+                choice.finish_reason = chunk.finish_reason
+                choice.completion_tokens = chunk.usage.completion_tokens if chunk.usage else 0
+                choice.done = True
+            yield choice, chunk.text
+
+
+def start(prepared: Sequence[Prepared], n: int, abstain_text: str | None = None) -> Generation:
+    """Submit ``n`` rows per prepared prompt; abstaining RAG answers finish at once without a row."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, StreamChunk | None]] = asyncio.Queue()
+    choices: list[Choice] = []
+    rows: list[Row | None] = []
+    pending: dict[int, list[Row]] = {}
+    for p in prepared:
+        for _ in range(n):
+            index = len(choices)
+            choices.append(Choice(index))
+            if p.abstained:
+                rows.append(None)
+                message = p.served.system.retriever.abstain_message if p.served.system.retriever else ""
+                queue.put_nowait((index, StreamChunk(text=message, finish_reason="stop")))
+                continue
+
+            def sink(chunk: StreamChunk | None, index: int = index) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, (index, chunk))
+
+            row = Row(list(p.prompt_ids), p.params, sink, adapter=p.served.adapter)
+            rows.append(row)
+            pending.setdefault(id(p.served.scheduler), []).append(row)
+    by_scheduler = {id(p.served.scheduler): p.served.scheduler for p in prepared}
+    try:
+        for key, group in pending.items():
+            by_scheduler[key].submit(group)
+    except QueueFull as full:
+        for row in rows:
+            if row is not None:
+                row.cancelled.set()
+        raise ApiError(
+            429,
+            "the server is at capacity: retry shortly",
+            type="rate_limit_error",
+            code="server_busy",
+            headers={"Retry-After": str(round(full.retry_after_s))},
+        ) from None
+    return Generation(choices, rows, queue)
+
+
+_LOCK = threading.Lock()
