@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tailorlm.cli._common import console, print_json
 from tailorlm.core.safe_text import safe_cell
-from tailorlm.data import DEFAULT_MAX_RECORD_BYTES, FORMATS, load_dataset
+from tailorlm.data import DEFAULT_MAX_RECORD_BYTES, FORMATS, KINDS, load_dataset
 from tailorlm.data.stats import describe
 from tailorlm.errors import DataError, TailorError
 
@@ -50,7 +50,7 @@ def _fmt(value: Any) -> str:
 def validate(
     file: Path = typer.Argument(..., help="A .jsonl/.json/.csv/.tsv/.parquet/.txt file, or a folder of .txt/.md."),
     format: str | None = typer.Option(None, "--format", "-f", help="Skip detection: " + ", ".join(FORMATS) + "."),
-    kind: str | None = typer.Option(None, "--kind", "-k", help="chat, preference, text, classification or eval."),
+    kind: str | None = typer.Option(None, "--kind", "-k", help="Restrict to one kind: " + ", ".join(KINDS) + "."),
     tokenizer: str = typer.Option(
         "default", "--tokenizer", "-t", help="Tokenizer for token statistics: default, a HF folder, or none."
     ),

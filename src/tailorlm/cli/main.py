@@ -7,7 +7,22 @@ import os
 import typer
 
 from tailorlm import __version__
-from tailorlm.cli import data, demo, generate, init, ladder, prompt, rag, report, runs, train
+from tailorlm.cli import (
+    ab,
+    data,
+    demo,
+    feedback,
+    generate,
+    init,
+    keys,
+    ladder,
+    prompt,
+    rag,
+    report,
+    runs,
+    serve,
+    train,
+)
 from tailorlm.cli import eval as eval_cli
 from tailorlm.cli._common import TailorGroup
 from tailorlm.models.weights import ALLOW_PICKLE_ENV
@@ -28,12 +43,16 @@ app.command("init")(init.init)
 app.command("ladder")(ladder.ladder)
 app.command("report")(report.report)
 app.command("merge")(train.merge)
+app.command("serve")(serve.serve)
 app.add_typer(data.app, name="data")
 app.add_typer(runs.app, name="runs")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(prompt.app, name="prompt")
 app.add_typer(rag.app, name="rag")
 app.add_typer(train.app, name="train")
+app.add_typer(feedback.app, name="feedback")
+app.add_typer(ab.app, name="ab")
+app.add_typer(keys.app, name="keys")
 
 
 def _version(value: bool) -> None:

@@ -15,6 +15,7 @@ from tailorlm.data.readers import TextUnit
 from tailorlm.data.records import (
     KINDS,
     ROLES,
+    BinaryFeedbackRecord,
     ChatRecord,
     ClassificationRecord,
     EvalRecord,
@@ -34,6 +35,7 @@ __all__ = [
     "FORMAT_NAMES",
     "KINDS",
     "ROLES",
+    "BinaryFeedbackRecord",
     "ChatRecord",
     "ClassificationRecord",
     "Dataset",

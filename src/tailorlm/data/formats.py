@@ -25,7 +25,7 @@ from tailorlm.data.readers import parse_json
 from tailorlm.data.records import MESSAGE_KEYS, Kind
 from tailorlm.errors import DataError
 
-FormatName = Literal["openai", "alpaca", "sharegpt", "preference", "text", "classification", "eval"]
+FormatName = Literal["openai", "alpaca", "sharegpt", "preference", "binary", "text", "classification", "eval"]
 FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
 Extra = Literal["forbid", "ignore", "metadata"]
 
@@ -188,6 +188,21 @@ def _preference(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | Non
     return {k: _filter_messages(row.get(k), ctx) for k in ("prompt", "chosen", "rejected") if k in row}, []
 
 
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _binary(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
+    out = {k: _filter_messages(row.get(k), ctx) for k in ("prompt", "completion") if k in row}
+    label = row.get("label")
+    # CSV has no types: "true"/"false"/"1"/"0" cells are the booleans; anything else stays a string that the
+    # strict record rejects with a clear "should be a valid boolean".
+    if not ctx.typed and isinstance(label, str):
+        label = _BOOLS.get(label.strip().lower(), label)
+    if "label" in row:
+        out["label"] = label
+    return out, []
+
+
 def _text_format(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
     return {k: row[k] for k in ("text", "metadata") if k in row}, []
 
@@ -248,6 +263,14 @@ FORMATS: dict[FormatName, FormatSpec] = {
             (),
             "Preference pairs: {prompt, chosen, rejected}, each a string or a list of messages",
             _preference,
+        ),
+        FormatSpec(
+            "binary",
+            "binary",
+            ("prompt", "completion", "label"),
+            (),
+            "Binary feedback (KTO): {prompt, completion, label: true|false}, prompt/completion a string or messages",
+            _binary,
         ),
         FormatSpec(
             "text", "text", ("text",), ("metadata",), "Raw text: {text}, or .txt/.md files and folders", _text_format

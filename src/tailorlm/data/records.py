@@ -1,7 +1,8 @@
 """Canonical record types: what every loader produces, whatever the file format was.
 
-Five kinds cover the toolkit: ``chat`` (SFT), ``preference`` (reward models, DPO), ``text`` (continued
-pretraining, RAG documents), ``classification`` (heads) and ``eval`` (an input and its reference answers).
+Six kinds cover the toolkit: ``chat`` (SFT), ``preference`` (reward models, DPO), ``binary`` (KTO: one answer
+labelled good or bad, e.g. a served answer's thumbs), ``text`` (continued pretraining, RAG documents),
+``classification`` (heads) and ``eval`` (an input and its reference answers).
 The models are strict (no silent ``1 → "1"`` coercion) and forbid unknown fields, so a typo in a key is an
 error instead of a silently dropped column.
 
@@ -17,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from tailorlm.data.issues import pydantic_problems
 
-Kind = Literal["chat", "preference", "text", "classification", "eval"]
-KINDS: tuple[Kind, ...] = ("chat", "preference", "text", "classification", "eval")
+Kind = Literal["chat", "preference", "binary", "text", "classification", "eval"]
+KINDS: tuple[Kind, ...] = ("chat", "preference", "binary", "text", "classification", "eval")
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 
@@ -100,6 +101,20 @@ class PreferenceRecord(BaseModel):
     rejected: TextOrMessages
 
 
+class BinaryFeedbackRecord(BaseModel):
+    """A prompt and one answer labelled desirable (``true``) or not: TRL's unpaired-preference (KTO) format.
+
+    Served feedback is mostly of this shape (a thumbs up or down on one answer); unlike a preference pair it
+    needs no second answer to the same prompt.
+    """
+
+    model_config = _STRICT
+
+    prompt: TextOrMessages
+    completion: TextOrMessages
+    label: bool
+
+
 class TextRecord(BaseModel):
     """Raw text, e.g. one document for continued pretraining or retrieval."""
 
@@ -129,11 +144,12 @@ class EvalRecord(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-Record = ChatRecord | PreferenceRecord | TextRecord | ClassificationRecord | EvalRecord
+Record = ChatRecord | PreferenceRecord | BinaryFeedbackRecord | TextRecord | ClassificationRecord | EvalRecord
 
 RECORD_TYPES: dict[Kind, type[BaseModel]] = {
     "chat": ChatRecord,
     "preference": PreferenceRecord,
+    "binary": BinaryFeedbackRecord,
     "text": TextRecord,
     "classification": ClassificationRecord,
     "eval": EvalRecord,
@@ -164,6 +180,14 @@ def _nonempty(value: Any, name: str) -> list[tuple[str, str]]:
     return []
 
 
+# The text fields of each non-chat kind that must not be empty (chat has its own message checks).
+_NONEMPTY_FIELDS = {
+    "preference": ("prompt", "chosen", "rejected"),
+    "binary": ("prompt", "completion"),
+    "eval": ("input",),
+}
+
+
 def record_problems(kind: Kind, data: dict[str, Any], *, require_assistant: bool = True) -> list[tuple[str, str]]:
     """Problems pydantic cannot see: empty texts, empty messages, a chat without an assistant answer.
 
@@ -183,7 +207,7 @@ def record_problems(kind: Kind, data: dict[str, Any], *, require_assistant: bool
         if require_assistant and all(r in ROLES for r in roles) and "assistant" not in roles:
             problems.append(("messages", "no assistant turn (training data needs at least one answer to learn)"))
         return problems
-    names = {"preference": ("prompt", "chosen", "rejected"), "eval": ("input",)}.get(kind, ("text",))
+    names = _NONEMPTY_FIELDS.get(kind, ("text",))
     return [p for name in names for p in _nonempty(data.get(name), name)]
 
 

@@ -12,7 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tailorlm.data.records import ChatRecord, ClassificationRecord, EvalRecord, Message, PreferenceRecord, TextRecord
+from tailorlm.data.records import (
+    BinaryFeedbackRecord,
+    ChatRecord,
+    ClassificationRecord,
+    EvalRecord,
+    Message,
+    PreferenceRecord,
+    TextRecord,
+)
 
 _BATCH = 256  # tokenizers are much faster on batches, and 256 keeps memory flat on big files
 
@@ -49,18 +57,19 @@ def _text_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
     return _ids_length(tokenizer(texts, add_special_tokens=True))
 
 
-def _preference_lengths(tokenizer: Any, records: list[PreferenceRecord]) -> list[int]:
-    """The longer of prompt+chosen and prompt+rejected: the longest sequence a trainer will build."""
+def _preference_lengths(tokenizer: Any, records: list[PreferenceRecord | BinaryFeedbackRecord]) -> list[int]:
+    """The longer of prompt+chosen and prompt+rejected: the longest sequence a trainer will build.
+
+    A binary (KTO) record has one answer, its completion: its length is prompt+completion.
+    """
     lengths = []
     for r in records:
+        answers = (r.completion,) if isinstance(r, BinaryFeedbackRecord) else (r.chosen, r.rejected)
         if isinstance(r.prompt, list):
-            pair = [_messages(r.prompt, "user") + _messages(answer, "assistant") for answer in (r.chosen, r.rejected)]
-            lengths.append(max(_chat_lengths(tokenizer, pair, [None, None])))
+            pair = [_messages(r.prompt, "user") + _messages(answer, "assistant") for answer in answers]
+            lengths.append(max(_chat_lengths(tokenizer, pair, [None] * len(pair))))
         else:
-            texts = [
-                r.prompt + (a if isinstance(a, str) else "".join(m.content or "" for m in a))
-                for a in (r.chosen, r.rejected)
-            ]
+            texts = [r.prompt + (a if isinstance(a, str) else "".join(m.content or "" for m in a)) for a in answers]
             lengths.append(max(_text_lengths(tokenizer, texts)))
     return lengths
 
@@ -68,7 +77,7 @@ def _preference_lengths(tokenizer: Any, records: list[PreferenceRecord]) -> list
 def record_lengths(records: Sequence[BaseModel], tokenizer: Any) -> list[int]:
     """Token count of each record.
 
-    chat: the rendered conversation (with tools); preference: see ``_preference_lengths``; text and
+    chat: the rendered conversation (with tools); preference and binary: see ``_preference_lengths``; text and
     classification: ``text``; eval: ``context`` + blank line + ``input`` (what the model reads, not the
     reference answer).
     """
@@ -78,7 +87,7 @@ def record_lengths(records: Sequence[BaseModel], tokenizer: Any) -> list[int]:
         if all(isinstance(r, ChatRecord) for r in batch):
             chats = [_messages(r.messages, "user") for r in batch]  # type: ignore[attr-defined]
             lengths += _chat_lengths(tokenizer, chats, [r.tools for r in batch])  # type: ignore[attr-defined]
-        elif all(isinstance(r, PreferenceRecord) for r in batch):
+        elif all(isinstance(r, PreferenceRecord | BinaryFeedbackRecord) for r in batch):
             lengths += _preference_lengths(tokenizer, list(batch))  # type: ignore[arg-type]
         else:
             lengths += _text_lengths(tokenizer, [_plain_text(r) for r in batch])

@@ -7,7 +7,7 @@ Retrieval and tokenization are CPU work, so ``prepare`` runs in a worker thread,
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -230,7 +230,9 @@ def start(prepared: Sequence[Prepared], n: int, abstain_text: str | None = None)
                 continue
 
             def sink(chunk: StreamChunk | None, index: int = index) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, (index, chunk))
+                # A closed event loop means the server stopped: nobody waits for this row any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, (index, chunk))
 
             row = Row(list(p.prompt_ids), p.params, sink, adapter=p.served.adapter)
             rows.append(row)
@@ -252,5 +254,3 @@ def start(prepared: Sequence[Prepared], n: int, abstain_text: str | None = None)
         ) from None
     return Generation(choices, rows, queue)
 
-
-_LOCK = threading.Lock()

@@ -56,8 +56,19 @@ class Route:
 @dataclass
 class Caller:
     key: KeyInfo | None  # None on an open server
-    sticky: str  # the A/B sticky id: the request's `user`, else the key id, else the client address
+    user: str | None  # the request's OpenAI `user` field
+    client: str  # the client's address
     limit_id: str  # what rate limits count against
+
+    @property
+    def sticky(self) -> str:
+        """The A/B sticky id for ``sticky: user``: the request's `user`, else the key id, else the address."""
+        return self.user or (self.key.id if self.key else self.client)
+
+    def sticky_for(self, experiment: Experiment) -> str:
+        if experiment.sticky == "key":
+            return self.key.id if self.key else self.client
+        return self.sticky
 
 
 def is_loopback(host: str) -> bool:
@@ -136,9 +147,7 @@ class ServerState:
         return info
 
     def caller(self, key: KeyInfo | None, client: str, user: str | None) -> Caller:
-        limit_id = key.id if key else f"ip:{client}"
-        experiment_sticky = user or (key.id if key else client)
-        return Caller(key=key, sticky=experiment_sticky, limit_id=limit_id)
+        return Caller(key=key, user=user, client=client, limit_id=key.id if key else f"ip:{client}")
 
     def check_rate(self, caller: Caller) -> None:
         rpm = caller.key.rate_limit_rpm if caller.key else None
@@ -173,8 +182,8 @@ class ServerState:
             )
         shadows = [self.served[name] for name in experiment.shadow]
         if (winner := self.promoted(model)) is not None and winner in self.served:
-            return Route(model, self.served[winner], experiment=model, arm=_arm_of(experiment, winner), shadows=[])
-        arm = assign_arm(experiment, caller.sticky)
+            return Route(model, self.served[winner], experiment=model, arm=experiment.arm_of(winner), shadows=[])
+        arm = assign_arm(experiment, caller.sticky_for(experiment))
         return Route(model, self.served[experiment.arms[arm].system], experiment=model, arm=arm, shadows=shadows)
 
     def promoted(self, experiment: str) -> str | None:
@@ -189,6 +198,3 @@ class ServerState:
     def model_names(self) -> list[str]:
         return [*self.served, *self.experiments]
 
-
-def _arm_of(experiment: Experiment, system: str) -> str | None:
-    return next((arm for arm, spec in experiment.arms.items() if spec.system == system), None)

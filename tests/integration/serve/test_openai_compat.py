@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from serve_harness import make_state, serving
 
+from serve_harness import make_state, serving
 from tailorlm.core.system import PromptSpec, RetrieverSpec, System
 
 pytestmark = pytest.mark.integration
