@@ -77,7 +77,9 @@ def serve_process(args: list[str], tmp: Path, *, env: dict[str, str] | None = No
     log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "tailorlm.cli.main", "serve", *args, "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     try:

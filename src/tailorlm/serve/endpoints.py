@@ -27,6 +27,7 @@ from tailorlm.serve.state import ApiError, Caller, Route, ServerState
 from tailorlm.serve.store import FeedbackRecord, ResponseRecord, UnknownResponseError
 
 log = logging.getLogger("tailorlm.serve")
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def list_models(state: ServerState) -> dict[str, Any]:
@@ -101,12 +102,15 @@ async def _complete(
     prepared = await prepare(route.served)
     generation = gen.start(prepared, body.n)
     for shadow in route.shadows:
-        asyncio.get_running_loop().create_task(_shadow(state, shadow, prepare, body.n, stored, route, caller))
+        task = asyncio.get_running_loop().create_task(_shadow(state, shadow, prepare, body.n, stored, route, caller))
+        _BACKGROUND.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_BACKGROUND.discard)
     response_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     log_fields(request.scope).update(
         model=route.model, system=route.served.name, arm=route.arm, response_id=response_id
     )
     meta = _Meta(state, body, route, caller, prepared, stored, response_id, chat)
+    meta.log = log_fields(request.scope)
     deadline = time.monotonic() + state.config.limits.timeout_s
     if body.stream:
         return StreamingResponse(
@@ -204,6 +208,8 @@ class _Meta:
         self.prepared, self.stored, self.id, self.chat = prepared, stored, response_id, chat
         self.created = int(time.time())
         self.n = body.n
+        self.shadow = False
+        self.log: dict[str, Any] = {}  # this request's log line (sizes always; text only with log_prompts)
 
     def choice_id(self, index: int) -> str:
         return self.id if index == 0 else f"{self.id}.{index}"
@@ -298,6 +304,7 @@ class _Meta:
                 system=served.name,
                 experiment=self.route.experiment,
                 arm=self.route.arm,
+                shadow=self.shadow,
                 user=self.caller.sticky if (self.body_in.user or self.caller.key) else None,
                 request=self.stored,
                 response=c.text,
@@ -313,6 +320,9 @@ class _Meta:
             )
             for c in generation.choices
         ]
+        self.log.update(prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
+        if self.state.config.log_prompts:
+            self.log.update(prompt=self.stored, answers=[c.text for c in generation.choices])
         await run_in_threadpool(_record_all, self.state.store, records)
 
 
@@ -332,7 +342,7 @@ async def _shadow(
             pass
         shadow_route = Route(route.model, served, experiment=route.experiment, arm=None)
         meta = _Meta(state, _NoUser(), shadow_route, caller, prepared, stored, f"shadow-{uuid.uuid4().hex}", True)
-        meta.n = n
+        meta.n, meta.shadow = n, True
         records_status = 500 if any(c.error for c in generation.choices) else 200
         await meta.record(generation, status=records_status)
     except Exception as err:  # busy, timed out or failed: the shadow answer is skipped, the client never knows

@@ -253,4 +253,3 @@ def start(prepared: Sequence[Prepared], n: int, abstain_text: str | None = None)
             headers={"Retry-After": str(round(full.retry_after_s))},
         ) from None
     return Generation(choices, rows, queue)
-

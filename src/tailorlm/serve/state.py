@@ -197,4 +197,3 @@ class ServerState:
 
     def model_names(self) -> list[str]:
         return [*self.served, *self.experiments]
-

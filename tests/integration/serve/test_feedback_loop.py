@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from serve_harness import serving
 from typer.testing import CliRunner
 
+from serve_harness import serving
 from tailorlm.cli.main import app
 from tailorlm.core.system import System
 from tailorlm.serve.config import ServeConfig

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from serve_harness import make_state, serving
 
+from serve_harness import make_state, serving
 from tailorlm.core.system import AdapterSpec, System
 from tailorlm.models.build import build_engine
 from tailorlm.models.engines.base import GenerationParams

@@ -158,6 +158,47 @@ def test_compare_posts_a_pairwise_choice(page: Any, server: tuple[Any, str]) -> 
     assert state.store.get_response(choice.compare_to).request == state.store.get_response(left).request
 
 
+def sse(*events: Any) -> str:
+    return "".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events)
+
+
+def test_citations_tool_steps_and_stream_errors_render(page: Any) -> None:
+    """What the tiny model cannot produce, from canned streams: a RAG answer's sources, tool steps, an error event."""
+    chunk = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "model": "tiny"}
+    # A tool call arrives in fragments: the name with the start of the arguments, then the rest of them.
+    tool = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"q": '}}
+    rest = {"index": 0, "function": {"arguments": '"x"}'}}
+    rag = sse(
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [tool]}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [rest]}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "Sundays at 03:00 [1]."}, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "response_id": "chatcmpl-canned",
+                               "abstained": False, "citations": [{"n": 1, "doc_id": "backup", "title": "Backups",
+                               "source": "docs/backup.md", "snippet": "rebooted every Sunday"}]}]},
+        "[DONE]",
+    )  # fmt: skip
+    failing = sse(
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "half an ans"}, "finish_reason": None}]},
+        {"error": {"message": "generation failed on the server", "type": "server_error"}},
+    )
+    bodies = iter([rag, failing])
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=next(bodies)),
+    )
+    answer, _ = ask(page, "When is the backup server rebooted?")
+    assert answer.get_attribute("data-response-id") == "chatcmpl-canned"
+    assert answer.get_by_test_id("tool-step").inner_text().startswith("Tool step: search")
+    assert '{"q": "x"}' in answer.get_by_test_id("tool-step").locator("pre").text_content()
+    citation = answer.get_by_test_id("citation").inner_text()
+    assert "Backups" in citation and "docs/backup.md" in citation and "rebooted every Sunday" in citation
+
+    page.get_by_test_id("message-input").fill("And then?")
+    page.get_by_test_id("send").click()
+    page.get_by_test_id("error-banner").filter(has_text="generation failed on the server").wait_for()
+    assert "half an ans" in page.get_by_test_id("answer").last.inner_text()
+
+
 def test_runs_page_lists_a_run_and_opens_its_report(page: Any) -> None:
     page.get_by_test_id("nav-runs").click()
     row = page.get_by_test_id("run-row").filter(has_text="20250102-120000-ladder-demo")
