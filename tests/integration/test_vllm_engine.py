@@ -36,3 +36,19 @@ def test_vllm_missing_says_what_to_install(tiny_model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="needs vLLM") as err:
         build_engine(System(model=str(tiny_model_dir), engine="vllm"))
     assert "tailorlm[vllm]" in str(err.value.hint)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not _has_cuda(), reason="needs vLLM and a CUDA GPU")
+def test_tailor_serve_runs_a_vllm_system(tmp_path: Path) -> None:
+    import httpx
+
+    from serve_harness import make_state, serving
+
+    system = System(name="gpu", engine="vllm", generation={"max_new_tokens": 16})
+    ref = build_engine(System(engine="hf"), device="cpu")
+    expected = ref.generate(["What is the capital of France?"], GenerationParams(max_new_tokens=16))[0].text
+    with serving(make_state([system], tmp_path)) as base:
+        body = {"model": "gpu", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=300)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == expected

@@ -48,7 +48,7 @@ class Served:
 
     @property
     def engine_name(self) -> str:
-        return "ct2" if type(self.engine).__name__ == "CT2Engine" else "hf"
+        return {"CT2Engine": "ct2", "VLLMEngine": "vllm"}.get(type(self.engine).__name__, "hf")
 
 
 def _weights_bytes(model: str) -> int:
@@ -126,10 +126,10 @@ def load_served(
     for s in systems:
         if s.name in served:
             continue
-        if s.engine not in ("auto", "hf", "ct2"):
+        if s.engine not in ("auto", "hf", "ct2", "vllm"):
             raise ConfigError(
-                f"System {s.name!r} names engine {s.engine!r}; tailor serve runs local engines (auto, hf, ct2)",
-                hint="serve engine: vllm Systems with vLLM itself (docs/serving.md)",
+                f"System {s.name!r} names engine {s.engine!r}; tailor serve runs auto, hf, ct2 and vllm Systems",
+                hint="an openai-engine System is already served elsewhere: point clients at that endpoint",
             )
         if s.head is not None:
             raise ConfigError(f"System {s.name!r} has a classification head: serve generative Systems")

@@ -26,6 +26,7 @@ from tailorlm.models.engines.base import (
     encode_prompt,
     render_prompt,
 )
+from tailorlm.models.engines.rows import Row
 
 
 class VLLMEngine:
@@ -113,6 +114,21 @@ class VLLMEngine:
         if on_progress is not None:
             on_progress(len(completions))
         return completions
+
+    def run_rows(self, rows: Sequence[Row]) -> None:
+        """The server's batched rows (``rows.py``), all in one ``LLM.generate`` call: vLLM batches them
+        continuously on the GPU. The offline ``LLM`` class does not stream, so each row's text arrives whole."""
+        eos = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        prompts = [{"prompt_token_ids": list(row.prompt_ids)} for row in rows]
+        sampling = [self._sampling(row.params.model_copy(update={"stop": []})) for row in rows]
+        outputs = self.llm.generate(prompts, sampling, lora_request=self.lora, use_tqdm=False)
+        for row, out in zip(rows, outputs, strict=True):
+            text = row.start(self.tokenizer, eos)
+            for token in out.outputs[0].token_ids:
+                row.emit(text.push(int(token)))
+                if text.done:
+                    break
+            row.finish()
 
     def stream(
         self, request: str | Sequence[Message] | Request, params: GenerationParams | None = None
