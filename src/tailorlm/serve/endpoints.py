@@ -169,6 +169,7 @@ async def _stream(meta: _Meta, generation: gen.Generation, request: Request, dea
                 entry.update(meta.extras(choice))
             yield _sse(meta.chunk([entry]))
         if any(c.error is not None for c in generation.choices):
+            meta.log.update(stream_status=500, error="generation_failed")
             yield _sse(ApiError(500, "generation failed on the server", type="server_error").body())
             await meta.record(generation, status=500, error="generation failed")
             return
@@ -178,6 +179,8 @@ async def _stream(meta: _Meta, generation: gen.Generation, request: Request, dea
         yield b"data: [DONE]\n\n"
     except ApiError as err:
         generation.cancel()
+        # The stream's HTTP status was 200 already: the log line says what happened instead.
+        meta.log.update(stream_status=err.status, error=err.code)
         await meta.record(generation, status=err.status, error=err.code)
         yield _sse(err.body())
     finally:

@@ -144,6 +144,8 @@ def load_served(
             from tailorlm.rag.answer import RagAnswerer
 
             item.rag = RagAnswerer(item.system, tokenizer=item.tokenizer, engine=item.engine)
+            # Load the embedder (and its index) now: /ready should mean the first question is answered at speed.
+            item.rag.prepare(["warm-up"])
     return served
 
 

@@ -103,7 +103,12 @@ class Scheduler:
 
     # -- the worker ----------------------------------------------------------------------------------------------
     def _take(self) -> list[Row]:
-        """Block for the first row, then gather for up to the window; cancelled rows are finished and dropped."""
+        """One batch: block for the first row, gather for up to the window, then keep the group that holds the
+        oldest waiting row; the other rows go back to the front of the queue, in their order.
+
+        Only one group runs per round, so a request that arrives while a round runs waits for at most that round,
+        not for every group formed from a long queue (RAG prompts of mixed length on CTranslate2 form many).
+        """
         with self._cond:
             while not self._waiting and not self._stop:
                 self._cond.wait(0.5)
@@ -112,31 +117,31 @@ class Scheduler:
             deadline = time.monotonic() + self.window_s
             while len(self._waiting) < self.max_batch and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
-            batch = [self._waiting.popleft() for _ in range(min(len(self._waiting), self.max_batch * 4))]
-        live = []
-        for row in batch:
-            if row.cancelled.is_set():
-                row.fail(TimeoutError("cancelled before it started"))
-            else:
-                live.append(row)
-        return live
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            live = []
+            for row in waiting:
+                if row.cancelled.is_set():
+                    row.fail(TimeoutError("cancelled before it started"))
+                else:
+                    live.append(row)
+            if not live:
+                return []
+            oldest = live[0]
+            same = [r for r in live if sampling_key(r.params) == sampling_key(oldest.params)]
+            chosen = next(group for group in self.group(same, self.max_batch) if same.index(oldest) in group)
+            batch = [same[i] for i in sorted(chosen)]
+            taken = {id(r) for r in batch}
+            self._waiting.extendleft(reversed([r for r in live if id(r) not in taken]))
+        return batch
 
     def _loop(self) -> None:
         while not self._stop:
             rows = self._take()
-            if not rows:
-                continue
-            by_key: dict[tuple[Any, ...], list[Row]] = {}
-            for row in rows:
-                by_key.setdefault(sampling_key(row.params), []).append(row)
-            for same in by_key.values():
-                for group in self.group(same, self.max_batch):
-                    self._run([same[i] for i in group])
+            if rows:
+                self._run(rows)
 
     def _run(self, rows: list[Row]) -> None:
-        rows = [r for r in rows if not r.cancelled.is_set()] or rows[:0]
-        if not rows:
-            return
         self._running = len(rows)
         start = time.perf_counter()
         try:

@@ -227,6 +227,8 @@ class CT2Engine:
         def on_token(step: Any) -> bool:
             row, text = rows[step.batch_id], streams[step.batch_id]
             row.emit(text.push(step.token_id))
+            if text.done or step.is_last:
+                row.finish()
             return text.done or row.cancelled.is_set()
 
         options = self._options(params)

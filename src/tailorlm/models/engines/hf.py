@@ -242,6 +242,8 @@ class _RowsStreamer:
         for row, text, token in zip(self.rows, self.streams, value.reshape(-1).tolist(), strict=True):
             if not text.done and not row.cancelled.is_set():
                 row.emit(text.push(int(token)))
+                if text.done:
+                    row.finish()
 
     def end(self) -> None:
         pass

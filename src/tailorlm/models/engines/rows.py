@@ -90,6 +90,7 @@ class Row:
     enqueued: float = field(default_factory=time.perf_counter)
     error: BaseException | None = None
     text: RowText | None = None
+    finished: bool = False
 
     def start(self, tokenizer: Any, eos: set[int]) -> RowText:
         self.text = RowText(tokenizer, stop=self.params.stop, eos=eos, max_tokens=self.params.max_new_tokens)
@@ -100,8 +101,12 @@ class Row:
             self.sink(StreamChunk(text=delta))
 
     def finish(self) -> None:
-        """Send the row's final chunk (remaining text, finish reason, usage)."""
+        """Send the row's final chunk (remaining text, finish reason, usage), once: engines call it as soon as the
+        row is done, so its client need not wait for the longest row of the batch, and again after the batch."""
         assert self.text is not None
+        if self.finished:
+            return
+        self.finished = True
         rest = self.text.end()
         usage = Usage(prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.text.ids))
         self.sink(StreamChunk(text=rest, finish_reason=self.text.finish_reason, usage=usage))
