@@ -118,29 +118,29 @@ async def _complete(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+    checked = time.monotonic()
     try:
         async for _ in generation.events(deadline):
-            if await request.is_disconnected():
-                generation.cancel()
-                return Response(status_code=499)
+            # A plain request has no stream to break: ask twice a second whether its client is still there.
+            if time.monotonic() - checked > 0.5:
+                checked = time.monotonic()
+                if await request.is_disconnected():
+                    generation.cancel()
+                    return Response(status_code=499)
     except ApiError:
         generation.cancel()
         await meta.record(generation, status=504, error="timeout")
         raise
-    _raise_failure(generation)
+    failed = next((c.error for c in generation.choices if c.error is not None), None)
+    if failed is not None:
+        log.error("generation failed: %s", failed)
+        await meta.record(generation, status=500, error="generation failed")
+        raise ApiError(500, "generation failed on the server", type="server_error", code="generation_failed")
     await meta.record(generation)
     return JSONResponse(meta.body(generation))
 
 
-def _raise_failure(generation: gen.Generation) -> None:
-    failed = next((c.error for c in generation.choices if c.error is not None), None)
-    if failed is not None:
-        log.error("generation failed: %s", failed)
-        raise ApiError(500, "generation failed on the server", type="server_error", code="generation_failed")
-
-
 async def _stream(meta: _Meta, generation: gen.Generation, request: Request, deadline: float) -> AsyncIterator[bytes]:
-    sent_role = False
     try:
         if meta.chat:
             yield _sse(
@@ -151,7 +151,6 @@ async def _stream(meta: _Meta, generation: gen.Generation, request: Request, dea
                     ]
                 )
             )
-            sent_role = True
         async for choice, delta in generation.events(deadline):
             if not delta and not choice.done:
                 continue
@@ -186,7 +185,6 @@ async def _stream(meta: _Meta, generation: gen.Generation, request: Request, dea
     finally:
         # The client went away (Starlette cancels this generator) or the stream ended: stop any row still running.
         generation.cancel()
-        del sent_role
 
 
 def _sse(obj: dict[str, Any]) -> bytes:

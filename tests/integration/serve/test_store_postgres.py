@@ -10,7 +10,6 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from integration.rag.conftest import pg_url  # noqa: F401  # the session's PostgreSQL server (pgserver)
 from tailorlm.serve.store import FeedbackRecord, FeedbackStore, StoreError, UnknownResponseError, open_store
 from tailorlm.serve.store_pg import PostgresStore
 from unit.serve.store_contract import STORE_CONTRACT, check_paging, check_survives_sigkill, response
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def schema_url(pg_url: str) -> Iterator[str]:  # noqa: F811
+def schema_url(pg_url: str) -> Iterator[str]:
     """A URL whose search_path is a fresh schema: each test gets its own tables, and drops them after."""
     schema = f"fb_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_url, autocommit=True) as conn:
