@@ -56,13 +56,14 @@ async def chat_completion(
     caller = state.caller(key, client, body.user)
     state.check_rate(caller)
     route = state.route(body.model, caller)
-    messages = gen.client_messages(body.messages)
+    tools = body.tools if body.tools and body.tool_choice != "none" else None
+    messages = gen.client_messages(body.messages, tools=bool(body.tools))
     limits = state.config.limits
 
     async def prepare(served: Any) -> list[gen.Prepared]:
         gen.refuse_unsupported(body, served)
         params = gen.generation_params(body, served, limits)
-        return [await run_in_threadpool(gen.prepare_chat, served, messages, params, limits)]
+        return [await run_in_threadpool(gen.prepare_chat, served, messages, params, limits, tools)]
 
     stored = {"messages": messages}
     return await _complete(state, body, request, caller, route, prepare, stored, chat=True)
@@ -156,6 +157,10 @@ async def _stream(meta: _Meta, generation: gen.Generation, request: Request, dea
                 continue
             if choice.error is not None:
                 continue
+            if meta.tools:
+                for entry in meta.tool_deltas(choice):
+                    yield _sse(meta.chunk([entry]))
+                continue
             entry: dict[str, Any] = {
                 "index": choice.index,
                 "finish_reason": choice.finish_reason if choice.done else None,
@@ -187,6 +192,22 @@ async def _stream(meta: _Meta, generation: gen.Generation, request: Request, dea
         generation.cancel()
 
 
+def _text_before_calls(text: str) -> str:
+    """The part of a partial answer that is surely plain text: before a ``<tool_call>`` block or anything that may
+    still become one, and nothing at all while the answer could be a bare JSON call."""
+    from tailorlm.tools.calling import CALL_OPEN
+
+    if text.lstrip().startswith(("{", "[")):
+        return ""
+    cut = text.find(CALL_OPEN)
+    if cut >= 0:
+        return text[:cut]
+    for k in range(min(len(CALL_OPEN) - 1, len(text)), 0, -1):
+        if CALL_OPEN.startswith(text[-k:]):
+            return text[:-k]
+    return text
+
+
 def _sse(obj: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
@@ -210,7 +231,46 @@ class _Meta:
         self.created = int(time.time())
         self.n = body.n
         self.shadow = False
+        self._visible: dict[int, int] = {}  # per choice: characters of plain text streamed so far (tool requests)
         self.log: dict[str, Any] = {}  # this request's log line (sizes always; text only with log_prompts)
+
+    @property
+    def tools(self) -> list[dict[str, Any]] | None:
+        return self.prepared[0].tools if self.prepared else None
+
+    def tool_message(self, choice: gen.Choice) -> tuple[dict[str, Any], list[Any]]:
+        """The assistant message of an answer to a request with tools: its text and its ``tool_calls``."""
+        from tailorlm.tools.calling import parse_tool_calls
+
+        content, calls = parse_tool_calls(choice.text)
+        message: dict[str, Any] = {"role": "assistant", "content": content or None}
+        if calls:
+            message["tool_calls"] = [c.openai() for c in calls]
+        return message, calls
+
+    def tool_deltas(self, choice: gen.Choice) -> list[dict[str, Any]]:
+        """Stream a tool request's answer: plain text as it comes, held back from where a call may begin; the
+        calls, whole, once the answer is complete (OpenAI's ``delta.tool_calls`` with an index per call)."""
+        sent = self._visible.get(choice.index, 0)
+        if not choice.done:
+            safe = _text_before_calls(choice.text)
+            self._visible[choice.index] = max(sent, len(safe))
+            return (
+                [{"index": choice.index, "delta": {"content": safe[sent:]}, "finish_reason": None}]
+                if len(safe) > sent
+                else []
+            )
+        message, calls = self.tool_message(choice)
+        out = []
+        rest = (message["content"] or "")[sent:]
+        if rest:
+            out.append({"index": choice.index, "delta": {"content": rest}, "finish_reason": None})
+        if calls:
+            deltas = [{"index": k, **c.openai()} for k, c in enumerate(calls)]
+            out.append({"index": choice.index, "delta": {"tool_calls": deltas}, "finish_reason": None})
+        final = {"index": choice.index, "delta": {}, "finish_reason": "tool_calls" if calls else choice.finish_reason}
+        out.append({**final, **self.extras(choice)})
+        return out
 
     def choice_id(self, index: int) -> str:
         return self.id if index == 0 else f"{self.id}.{index}"
@@ -258,7 +318,11 @@ class _Meta:
         choices = []
         for c in generation.choices:
             entry: dict[str, Any] = {"index": c.index, "finish_reason": c.finish_reason, "logprobs": None}
-            if self.chat:
+            if self.chat and self.tools:
+                entry["message"], calls = self.tool_message(c)
+                if calls:
+                    entry["finish_reason"] = "tool_calls"
+            elif self.chat:
                 entry["message"] = {"role": "assistant", "content": c.text}
             else:
                 entry["text"] = c.text

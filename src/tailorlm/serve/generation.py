@@ -32,6 +32,7 @@ class Prepared:
     params: GenerationParams
     context: Any = None  # RagContext for a RAG System
     abstained: bool = False  # the RAG System answers "I don't know" without generating
+    tools: list[dict[str, Any]] | None = None  # the request's tools: the answer is parsed for tool calls
 
 
 @dataclass
@@ -62,10 +63,10 @@ def refuse_unsupported(body: ChatCompletionRequest | CompletionRequest, served: 
         if body.echo or body.suffix:
             raise ApiError(400, "echo and suffix are not supported", param="echo" if body.echo else "suffix")
         return
-    if body.tools or body.tool_choice not in (None, "none", "auto"):
-        raise ApiError(
-            400, f"System {served.name!r} does not support tools (tool calling arrives with issue #19)", param="tools"
-        )
+    if body.tool_choice not in (None, "none", "auto") and not body.tools:
+        raise ApiError(400, "tool_choice needs tools", param="tool_choice")
+    if body.tools and served.system.head is not None:
+        raise ApiError(400, f"System {served.name!r} answers with labels: it cannot call tools", param="tools")
     if body.response_format and body.response_format.get("type") not in (None, "text"):
         raise ApiError(
             400,
@@ -102,19 +103,25 @@ def generation_params(
 
 
 # -- prompts ----------------------------------------------------------------------------------------------------
-def client_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    """The conversation as plain role/content dicts; ``developer`` is OpenAI's newer name for ``system``."""
+def client_messages(messages: Sequence[ChatMessage], *, tools: bool = False) -> list[Message]:
+    """The conversation as plain role/content dicts; ``developer`` is OpenAI's newer name for ``system``. With
+    ``tools``, assistant ``tool_calls`` and ``tool`` results are kept, and the last turn may be a tool result."""
     out: list[Message] = []
     for i, m in enumerate(messages):
-        if m.role == "tool" or m.tool_calls:
-            raise ApiError(400, "tool messages need a System with tools", param=f"messages[{i}]")
+        if (m.role == "tool" or m.tool_calls) and not tools:
+            raise ApiError(400, "tool messages need the request's tools", param=f"messages[{i}]")
         try:
             text = m.text()
         except ValueError as err:
             raise ApiError(400, str(err), param=f"messages[{i}].content") from None
-        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
-    if out[-1]["role"] != "user":
-        raise ApiError(400, "the last message must be from the user", param="messages")
+        message: Message = {"role": "system" if m.role == "developer" else m.role, "content": text}
+        if m.tool_calls:
+            message["tool_calls"] = m.tool_calls
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
+    if out[-1]["role"] not in (("user", "tool") if tools else ("user",)):
+        raise ApiError(400, "the last message must be from the user (or a tool result)", param="messages")
     return out
 
 
@@ -132,18 +139,39 @@ def apply_program(served: Served, messages: list[Message], question: str) -> lis
     return out
 
 
-def prepare_chat(served: Served, messages: list[Message], params: GenerationParams, limits: Limits) -> Prepared:
-    """Runs in a worker thread: retrieval (RAG Systems), the prompt program, tokenization and the prompt limit."""
-    question = messages[-1]["content"]
+def prepare_chat(
+    served: Served,
+    messages: list[Message],
+    params: GenerationParams,
+    limits: Limits,
+    tools: list[dict[str, Any]] | None = None,
+) -> Prepared:
+    """Runs in a worker thread: retrieval (RAG Systems), the prompt program, the tools, tokenization and the prompt
+    limit. After a tool result (the last turn is ``tool``) there is no new question: no retrieval, no template."""
     context = None
-    if served.rag is not None:
-        with served.rag_lock:
-            context = served.rag.prepare([question])[0]
-        if context.abstain:
-            return Prepared(served, [], params, context=context, abstained=True)
-        question = context.input
-    text = render_prompt(served.tokenizer, apply_program(served, messages, question))
-    return Prepared(served, _checked_ids(served, text, limits), params, context=context)
+    if messages[-1]["role"] == "tool":
+        system = served.system.prompt.system if served.system.prompt else None
+        convo = (
+            messages
+            if (messages[0]["role"] == "system" or not system)
+            else [{"role": "system", "content": system}, *messages]
+        )
+    else:
+        question = messages[-1]["content"]
+        if served.rag is not None:
+            with served.rag_lock:
+                context = served.rag.prepare([question])[0]
+            if context.abstain:
+                return Prepared(served, [], params, context=context, abstained=True)
+            question = context.input
+        convo = apply_program(served, messages, question)
+    if tools:
+        from tailorlm.tools.calling import render_tool_prompt
+
+        text = render_tool_prompt(served.tokenizer, convo, tools)
+    else:
+        text = render_prompt(served.tokenizer, convo)
+    return Prepared(served, _checked_ids(served, text, limits), params, context=context, tools=tools or None)
 
 
 def prepare_text(served: Served, prompt: str, params: GenerationParams, limits: Limits) -> Prepared:

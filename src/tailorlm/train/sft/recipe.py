@@ -45,11 +45,17 @@ _BLOCK = re.compile(r"\.(?:layers|h|blocks|block)\.(\d+)\.")
 # --- data ---------------------------------------------------------------------------------------------------
 
 
-def to_trl_rows(dataset: Dataset, prompt: PromptSpec | None = None) -> list[dict[str, Any]]:
+def to_trl_rows(
+    dataset: Dataset, prompt: PromptSpec | None = None, *, native_tools: bool = False
+) -> list[dict[str, Any]]:
     """Canonical records → TRL rows: ``{"prompt": [...], "completion": [last assistant]}`` or ``{"text": ...}``.
 
     With a ``prompt`` program (training a System that has one), a single-turn chat's user turn is rendered
     through it, as ``render_messages`` does at inference, so training sees the prompt the System will send.
+
+    A record with ``tools`` trains in the format the model will be asked in at inference (``tools/calling.py``): the
+    chat template's own tool format when it has one (``native_tools``: TRL renders the row's ``tools``), else the
+    documented fallback, where the tools sit in the system message and calls are ``<tool_call>`` blocks.
     """
     from tailorlm.prompting.program import render_messages
 
@@ -59,6 +65,9 @@ def to_trl_rows(dataset: Dataset, prompt: PromptSpec | None = None) -> list[dict
         raise DataError(f"SFT trains on chat, Alpaca or text records, not {dataset.kind}")
     rows = []
     for i, record in enumerate(dataset):
+        if record.tools:
+            rows.append(_tool_row(record, native_tools, f"{dataset.source or '<memory>'}: record {i + 1}"))
+            continue
         messages = [{"role": m.role, "content": m.content or ""} for m in record.messages]
         last = max((j for j, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
         if last <= 0:
@@ -69,6 +78,20 @@ def to_trl_rows(dataset: Dataset, prompt: PromptSpec | None = None) -> list[dict
         # Earlier assistant turns stay in the prompt: only the final answer is trained on.
         rows.append({"prompt": head, "completion": [messages[last]]})
     return rows
+
+
+def _tool_row(record: Any, native: bool, where: str) -> dict[str, Any]:
+    """A chat record with tools as a TRL row whose completion is the final assistant turn (its calls or answer)."""
+    from tailorlm.tools.calling import fallback_messages
+
+    full = [m.model_dump(exclude_none=True) for m in record.messages]
+    last = max((j for j, m in enumerate(full) if m["role"] == "assistant"), default=-1)
+    if last <= 0:
+        raise DataError(f"{where} has no turn before the assistant's")
+    if native:
+        return {"prompt": full[:last], "completion": [full[last]], "tools": record.tools}
+    rendered = fallback_messages(full[: last + 1], record.tools)
+    return {"prompt": rendered[:-1], "completion": [rendered[-1]]}
 
 
 def _load(spec: DataSpec) -> Dataset:
@@ -217,8 +240,14 @@ def build_trainer(
         if recipe.eval_fraction > 0:
             log.warning("only %d records: no eval split (needs at least 10)", len(train))
     prompt = base.prompt if base else None
-    train_rows = to_trl_rows(train, prompt)
-    eval_rows = to_trl_rows(held_out, prompt) if held_out is not None and len(held_out) else None
+    native = False
+    if any(r.tools for r in train):
+        from tailorlm.models.load import load_tokenizer
+        from tailorlm.tools.calling import supports_native_tools
+
+        native = supports_native_tools(load_tokenizer(model_spec))
+    train_rows = to_trl_rows(train, prompt, native_tools=native)
+    eval_rows = to_trl_rows(held_out, prompt, native_tools=native) if held_out is not None and len(held_out) else None
     if prompt is None and (system_message := common_system_message(train_rows)):
         prompt = PromptSpec(system=system_message)
 
