@@ -1,4 +1,4 @@
-"""`tailor data`: validate a dataset file and list the formats tailorlm reads."""
+"""`tailor data`: validate a dataset file, list the formats tailorlm reads, augment and convert data."""
 
 from __future__ import annotations
 
@@ -181,4 +181,48 @@ def augment(
     table.add_row("made", str(result.made))
     table.add_row("skipped", "  ".join(f"{k} {v}" for k, v in result.skipped.items()))
     table.add_row("output", f"{safe_cell(out)} ({len(result.dataset)} records)")
+    console.print(table)
+
+
+@app.command("convert-bfcl")
+def convert_bfcl(
+    questions: Path = typer.Argument(..., help="A BFCL questions file, e.g. BFCL_v4_simple_python.json."),
+    answers: Path | None = typer.Option(None, "--answers", help="Its possible_answer/ file (irrelevance needs none)."),
+    to: str = typer.Option(..., "--to", help="eval (for tool_ast scoring) or chat (tool_calls, to train on)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL."),
+    category: str | None = typer.Option(None, "--category", help="Category name; default: read from each id."),
+    split: float | None = typer.Option(None, "--split", help="Write this fraction to OUT and the rest to --out-rest."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --split."),
+    out_rest: Path | None = typer.Option(None, "--out-rest", help="Output JSONL for the questions --split leaves."),
+    rest_to: str | None = typer.Option(None, "--rest-to", help="eval or chat for --out-rest; default: as --to."),
+) -> None:
+    """Convert BFCL function-calling data into eval or chat records that pass `tailor data validate`.
+
+    Chat records take the first allowed value of each argument; an irrelevance question gets the answer
+    "None of the available tools can do this." and no call. Data: Patil et al., gorilla (Apache-2.0).
+    """
+    import json
+
+    from tailorlm.core.io import atomic_write_text
+    from tailorlm.data.bfcl import convert_bfcl as convert
+
+    if (split is None) != (out_rest is None):
+        raise DataError("--split and --out-rest go together", hint="e.g. --split 0.75 --out-rest rest.jsonl")
+    records, rest = convert(
+        questions,
+        answers,
+        to,  # type: ignore[arg-type]  # convert_bfcl checks the name and lists the choices
+        category=category,
+        split=split,
+        seed=seed,
+        rest_to=rest_to,  # type: ignore[arg-type]
+    )
+    table = Table(title=f"converted · BFCL → {to}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("input", safe_cell(questions))
+    for path, rows in ((out, records), (out_rest, rest)):
+        if path is not None:
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            table.add_row("output", f"{safe_cell(path)} ({len(rows)} records)")
     console.print(table)

@@ -76,6 +76,9 @@ def generate(
     params = _params(sys_.generation, max_tokens, temperature, top_p, seed, stop)
     with err_console.status(f"loading {escape(sys_.model)}…"):
         engine = build_engine(sys_, device=device, dtype=dtype, batch_size=batch_size)
+    if sys_.agent is not None:
+        _agent_generate(sys_, engine, prompts, params, as_json)
+        return
     contexts = _rag_contexts(sys_, engine, prompts)
     inputs = [c.input if c else p for p, c in zip(prompts, contexts, strict=True)]
     todo = [i for i, c in enumerate(contexts) if not (c and c.abstain)]
@@ -157,6 +160,12 @@ def chat(
         turn = ctx.input if ctx and not ctx.abstain else line
         # The prompt program shapes the first turn (system message, few-shot); later turns append to history.
         messages = render_messages(sys_.prompt, turn) if not history else [*history, {"role": "user", "content": turn}]
+        if sys_.agent is not None:
+            result = _agent_turn(sys_, engine, messages, params)
+            console.print(f"[bold green]assistant>[/] {escape(result.answer)}")
+            messages[-1] = {"role": "user", "content": line}
+            history = [*messages, {"role": "assistant", "content": result.answer}]
+            continue
         console.print("[bold green]assistant>[/] ", end="")
         answer = ""
         if ctx is not None and ctx.abstain:
@@ -171,6 +180,51 @@ def chat(
             _print_citations(ctx, answer)
         messages[-1] = {"role": "user", "content": line}
         history = [*messages, {"role": "assistant", "content": answer}]
+
+
+def _agent_generate(system: System, engine: Any, prompts: list[str], params: GenerationParams, as_json: bool) -> None:
+    """An agent System answers each prompt in its own loop of model turns and tool calls."""
+    rows = []
+    for p in prompts:
+        result = _agent_turn(system, engine, render_messages(system.prompt, p), params)
+        rows.append({"prompt": p, "text": result.answer, "steps": result.steps, "tool_calls": result.tool_calls,
+                     "finish_reason": result.finish_reason, "trace": result.trace.to_json()})  # fmt: skip
+        if not as_json:
+            console.print(result.answer, markup=False, highlight=False)
+    if as_json:
+        print_json(rows)
+
+
+def _agent_turn(system: System, engine: Any, messages: list[dict[str, Any]], params: GenerationParams) -> Any:
+    """One agent answer, its trace shown as it happens: each model turn's thought and calls, each tool's result."""
+    from tailorlm.tools.agent import run_agent
+    from tailorlm.tools.registry import agent_registry
+
+    spec = system.agent
+    assert spec is not None
+
+    def show(step: Any) -> None:
+        if step.kind == "model":
+            for call in step.outputs.get("calls", []):
+                thought = step.outputs.get("text", "").split("<tool_call>")[0].strip()
+                if thought:
+                    err_console.print(f"[dim]{escape(thought)}[/]")
+                fn = call["function"]
+                err_console.print(f"[cyan]→ {escape(fn['name'])}({escape(fn['arguments'])})[/]")
+        else:
+            shown = step.error or step.outputs.get("content", "")
+            err_console.print(f"[dim]  = {escape(shown[:300])}  ({step.seconds:.2f} s)[/]")
+
+    return run_agent(
+        engine,
+        messages,
+        agent_registry(system),
+        params=params,
+        max_steps=spec.max_steps,
+        timeout_s=spec.timeout_s,
+        react=spec.react,
+        on_step=show,
+    )
 
 
 def _rag_contexts(system: System, engine: Any, prompts: list[str]) -> list[Any]:

@@ -248,6 +248,30 @@ class HeadSpec(StrictModel):
         return v
 
 
+class AgentSpec(_PathResolving):
+    """An agent System (``tools/agent.py``): it answers by calling tools in a loop until it can reply."""
+
+    builtins: list[Literal["calculator", "search", "http_get"]] = Field(
+        default_factory=lambda: ["calculator"],
+        description="Built-in tools: calculator (arithmetic, never eval), search (the retriever's index), http_get.",
+    )
+    python: list[str] = Field(
+        default_factory=list, description="Your own tools as 'module:function' import paths (typed, documented)."
+    )
+    http_hosts: list[str] = Field(default_factory=list, description="Hosts http_get may fetch from (exact names).")
+    index: str | None = Field(None, description="Index for the search tool (default: the retriever's index).")
+    max_steps: int = Field(6, ge=1, le=50, description="Model turns before the agent gives up.")
+    timeout_s: float = Field(10.0, gt=0, description="Seconds a tool call may take.")
+    react: bool = Field(True, description="Ask for a 'Thought:' line before each call (ReAct).")
+
+    @field_validator("index")
+    @classmethod
+    def _index(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or is_postgres_url(v):
+            return v
+        return cls._resolve(v, info, always_local=True)
+
+
 class System(_PathResolving):
     """A deployable answerer. ``System.load(s.save(d)) == s``."""
 
@@ -263,6 +287,7 @@ class System(_PathResolving):
     tools: list[dict[str, Any]] = Field(default_factory=list, description="Tool JSON schemas (OpenAI format).")
     generation: GenerationParams = Field(default_factory=GenerationParams, description="Decoding defaults.")
     head: HeadSpec | None = Field(None, description="A classification/regression head: answers are labels.")
+    agent: AgentSpec | None = Field(None, description="Answer by calling tools in a loop (a ReAct agent).")
     parent: str | None = Field(None, description="The System (path) this one was derived from, for lineage.")
     created_by: str | None = Field(None, description="Id of the run that produced this System.")
 
@@ -291,12 +316,14 @@ class System(_PathResolving):
             adapter["path"] = _portable(adapter["path"], base_dir)
         if data["retriever"] and not is_postgres_url(str(data["retriever"]["index"])):
             data["retriever"]["index"] = _portable(data["retriever"]["index"], base_dir)
+        if data["agent"] and data["agent"]["index"] and not is_postgres_url(str(data["agent"]["index"])):
+            data["agent"]["index"] = _portable(data["agent"]["index"], base_dir)
         return atomic_write_yaml(target, data)
 
     def fingerprint(self) -> str:
         """sha256 of what determines the answers (everything but name/parent/created_by), stable across runs."""
-        # No head leaves the fingerprint (and so every prediction cache) as it was before heads existed.
-        exclude = _METADATA_FIELDS | ({"head"} if self.head is None else set())
+        # No head (no agent) leaves the fingerprint (and so every prediction cache) as it was before heads existed.
+        exclude = _METADATA_FIELDS | {k for k in ("head", "agent") if getattr(self, k) is None}
         content = self.model_dump(mode="json", exclude=exclude)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

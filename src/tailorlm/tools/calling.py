@@ -163,7 +163,7 @@ def _bare_json_calls(text: str) -> list[ToolCall]:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: "[[[[…" nested beyond the parser's stack
         return None
 
 

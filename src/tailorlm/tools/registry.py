@@ -301,3 +301,33 @@ class ToolRegistry:
         if not isinstance(data, list):
             raise ConfigError(f"{p}: expected a list of tool definitions, got {type(data).__name__}")
         return cls.from_schemas(data, source=str(p))
+
+
+def agent_registry(system: Any) -> ToolRegistry:
+    """The tools an agent System may call: its built-ins and its own ``module:function`` tools, nothing else."""
+    import importlib
+
+    from tailorlm.errors import ConfigError
+    from tailorlm.tools.builtins import builtin_registry
+
+    spec = system.agent
+    index = spec.index or (system.retriever.index if system.retriever else None)
+    if "search" in spec.builtins and index is None:
+        raise ConfigError("the search tool needs an index", hint="set agent.index, or give the System a retriever")
+    if "http_get" in spec.builtins and not spec.http_hosts:
+        raise ConfigError("http_get needs agent.http_hosts: the exact hosts it may fetch from")
+    full = builtin_registry(
+        index=index if "search" in spec.builtins else None,
+        http_hosts=spec.http_hosts if "http_get" in spec.builtins else None,
+    )
+    registry = full.subset([n for n in full.names() if n in spec.builtins])
+    for path in spec.python:
+        module, _, attr = path.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ConfigError(
+                f"agent.python: cannot import {path!r}: {err}", hint="write it as module:function"
+            ) from (err)
+        registry.register(fn if isinstance(fn, Tool) else tool(fn, timeout_s=spec.timeout_s))
+    return registry

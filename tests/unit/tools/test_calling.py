@@ -60,6 +60,10 @@ def test_lenient_forms_small_models_write() -> None:
     assert parse_tool_calls('{"answer": 42}')[1] == []
 
 
+def test_deeply_nested_json_is_a_plain_answer() -> None:
+    assert parse_tool_calls("[" * 100_000)[1] == []
+
+
 def test_broken_block_keeps_name_and_raw_text() -> None:
     _, calls = parse_tool_calls('<tool_call>{"name": "get_weather", "arguments": {"city": </tool_call>')
     assert calls[0].name == "get_weather" and isinstance(calls[0].arguments, str)

@@ -39,6 +39,7 @@ from tailorlm.eval.metrics.math import extract_gsm8k_answer, extract_last_number
 from tailorlm.eval.metrics.qa import contains_answer, exact_match, normalize_answer, token_f1
 from tailorlm.eval.metrics.structured import extract_json, json_schema_valid, json_valid
 from tailorlm.eval.metrics.text import SacrebleuCorpus, bleu, chrf, perplexity_from_nll, rouge, rouge_mean
+from tailorlm.eval.metrics.tool_calls import ASTResult, ast_match, tool_ast, tool_ast_result, tool_call_valid
 
 Reference = str | list[str] | None
 PerExampleFn = Callable[[str, Reference, dict[str, Any]], float]
@@ -218,6 +219,19 @@ _BUILDERS: dict[str, Callable[..., Metric]] = {
         description="output parses as JSON (whole text or first fenced block)",
     ),
     "json_schema": _build_json_schema,
+    # Tool calls read metadata.tools and metadata.ground_truth (BFCL's possible answers; tailorlm.data.bfcl).
+    "tool_ast": lambda: Metric(
+        "tool_ast",
+        per_example=tool_ast,
+        needs_reference=False,
+        description="BFCL AST match of the tool calls against the possible answers (irrelevance: no call)",
+    ),
+    "tool_call_valid": lambda: Metric(
+        "tool_call_valid",
+        per_example=tool_call_valid,
+        needs_reference=False,
+        description="every tool call names a given tool and its arguments validate against the tool's schema",
+    ),
 }
 
 # The options each metric accepts, with their types: anything else in task.yaml is a mistake worth reporting.
@@ -287,12 +301,14 @@ def per_example_scores(
 
 __all__ = [
     "METRIC_NAMES",
+    "ASTResult",
     "CorpusFn",
     "Metric",
     "PerExampleFn",
     "Reference",
     "SacrebleuCorpus",
     "accuracy",
+    "ast_match",
     "bleu",
     "chrf",
     "classification_report",
@@ -321,4 +337,7 @@ __all__ = [
     "summarize_tokens",
     "token_f1",
     "tokens_per_second",
+    "tool_ast",
+    "tool_ast_result",
+    "tool_call_valid",
 ]
