@@ -44,43 +44,15 @@ NO_TOOL_ANSWER = "None of the available tools can do this."
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 
 # BFCL's Python-flavoured type names → JSON Schema. "any" has no JSON Schema type: it becomes an empty schema.
-_TYPE_NAMES = {"dict": "object", "float": "number", "tuple": "array"}
-_SCHEMA_CHILDREN = ("properties", "patternProperties", "$defs", "definitions")
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _ID_SUFFIX = re.compile(r"_\d+$")
 
 
 def normalize_bfcl_schema(schema: Any) -> Any:
-    """A copy of ``schema`` in standard JSON Schema: ``dict``→``object``, ``float``→``number``, ``tuple``→``array``,
-    ``any``→ no type constraint. Applied recursively to properties, items and combinators; other keys are kept
-    (BFCL's ``optional`` and ``default`` are annotations that validators ignore). Idempotent."""
-    if not isinstance(schema, dict):
-        return schema
-    out = dict(schema)
-    kind = out.get("type")
-    if isinstance(kind, str):
-        if kind == "any":
-            del out["type"]
-        else:
-            out["type"] = _TYPE_NAMES.get(kind, kind)
-    elif isinstance(kind, list):
-        names = [_TYPE_NAMES.get(k, k) for k in kind if isinstance(k, str)]
-        if "any" in names:
-            del out["type"]
-        else:
-            out["type"] = names
-    for key in _SCHEMA_CHILDREN:
-        if isinstance(out.get(key), dict):
-            out[key] = {name: normalize_bfcl_schema(sub) for name, sub in out[key].items()}
-    for key in _SCHEMA_LISTS:
-        if isinstance(out.get(key), list):
-            out[key] = [normalize_bfcl_schema(sub) for sub in out[key]]
-    for key in ("items", "additionalProperties", "not"):
-        if isinstance(out.get(key), dict):
-            out[key] = normalize_bfcl_schema(out[key])
-        elif key == "items" and isinstance(out.get(key), list):  # old-style tuple validation
-            out[key] = [normalize_bfcl_schema(sub) for sub in out[key]]
-    return out
+    """A copy of ``schema`` in standard JSON Schema (``dict``→``object``, ``float``→``number``, ``tuple``→``array``,
+    ``any``→ no type constraint): the registry's normalization, which every tool schema goes through."""
+    from tailorlm.tools.registry import normalize_schema
+
+    return normalize_schema(schema) if isinstance(schema, dict) else schema
 
 
 def bfcl_tool(function: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def system_cache_key(system: System, engine: dict[str, Any] | None = None) -> st
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def example_key(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+def example_key(messages: list[dict[str, Any]] | dict[str, Any], params: dict[str, Any]) -> str:
     """What the model is asked and how it decodes: identical keys give identical greedy answers."""
     payload = json.dumps({"messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()

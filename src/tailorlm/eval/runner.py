@@ -28,7 +28,7 @@ from tailorlm.eval.canary_check import check_canaries
 from tailorlm.eval.examples import Example, build_examples
 from tailorlm.eval.scoring import score_examples
 from tailorlm.models.default import cache_root
-from tailorlm.models.engines.base import Completion
+from tailorlm.models.engines.base import Completion, Request
 from tailorlm.models.engines.select import resolve_engine
 from tailorlm.prompting.answerer import Answer, abstention, attach_sources, build_requests, finalize, sampling_plan
 
@@ -67,6 +67,17 @@ def _progress(enabled: bool) -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+def _tool_constraint(params: Any, tools: list[dict[str, Any]], metadata: dict[str, Any]) -> Any:
+    """A ``tool_calls`` constraint in the task's decoding, completed with this example's tools. Several calls are
+    allowed only where the example says it expects them (``metadata.parallel``, or a BFCL ``parallel`` category):
+    a greedy small model allowed to repeat a call repeats it until the token budget runs out."""
+    constraint = params.constraint
+    if constraint is None or constraint.type != "tool_calls" or constraint.tools:
+        return None
+    parallel = bool(metadata.get("parallel", str(metadata.get("category", "")).startswith("parallel")))
+    return constraint.model_copy(update={"tools": tools, "parallel": parallel})
 
 
 def generate_missing(
@@ -152,9 +163,27 @@ def evaluate(
             inputs, queries
         )
         inputs = [c.input or c.question for c in rag]
-    requests = build_requests(system.prompt, inputs, tokenizer)
+    requests: list[Any] = list(build_requests(system.prompt, inputs, tokenizer))
     n_samples, params = sampling_plan(system.prompt, task.generation)
-    keys = [example_key(m, {**params.model_dump(mode="json"), "n_samples": n_samples}) for m in requests]
+    key_params = {**params.model_dump(mode="json"), "n_samples": n_samples}
+    keys = [example_key(m, key_params) for m in requests]
+    # Tools the model may call (the example's own, as BFCL's are, else the System's): rendered with the messages,
+    # and part of the cache key.
+    for i, ex in enumerate(examples):
+        metadata = ex.record.get("metadata") or {}
+        tools = metadata.get("tools") or system.tools
+        if tools:
+            constraint = _tool_constraint(params, tools, metadata)
+            keys[i] = example_key({"messages": requests[i], "tools": tools}, key_params)
+            requests[i] = Request(messages=requests[i], tools=tools, constraint=constraint)
+    if params.constraint is not None and params.constraint.type == "tool_calls" and params.constraint.tools is None:
+        # A template: the requests carry their own (completed) constraints; the call itself has none.
+        params = params.model_copy(update={"constraint": None})
+        if system.engine == "auto":
+            system = system.model_copy(update={"engine": "hf"})
+    if params.constraint is not None and system.engine == "auto":
+        # Constrained decoding runs on transformers (CTranslate2 has no logits hook): say so in the System.
+        system = system.model_copy(update={"engine": "hf"})
     abstained = {i for i, c in enumerate(rag or []) if c.abstain}
     cache_dir = Path(cache_dir) if cache_dir else cache_root()
     choice = resolve_engine(system, device=config.device, dtype=config.dtype)

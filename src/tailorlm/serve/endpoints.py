@@ -60,9 +60,13 @@ async def chat_completion(
     messages = gen.client_messages(body.messages, tools=bool(body.tools))
     limits = state.config.limits
 
+    constraint = gen.request_constraint(body)
+
     async def prepare(served: Any) -> list[gen.Prepared]:
         gen.refuse_unsupported(body, served)
         params = gen.generation_params(body, served, limits)
+        if constraint is not None:
+            params = params.model_copy(update={"constraint": constraint})
         return [await run_in_threadpool(gen.prepare_chat, served, messages, params, limits, tools)]
 
     stored = {"messages": messages}

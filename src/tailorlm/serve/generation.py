@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tailorlm.models.engines.base import GenerationParams, Message, StreamChunk, encode_prompt, render_prompt
 from tailorlm.models.engines.rows import Row
@@ -21,6 +21,9 @@ from tailorlm.serve.registry import Served
 from tailorlm.serve.scheduler import QueueFull
 from tailorlm.serve.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
 from tailorlm.serve.state import ApiError
+
+if TYPE_CHECKING:
+    from tailorlm.tools.constrain import Constraint
 
 
 @dataclass
@@ -33,6 +36,10 @@ class Prepared:
     context: Any = None  # RagContext for a RAG System
     abstained: bool = False  # the RAG System answers "I don't know" without generating
     tools: list[dict[str, Any]] | None = None  # the request's tools: the answer is parsed for tool calls
+
+    @property
+    def scheduler(self) -> Any:
+        return self.served.constrained_scheduler() if self.params.constraint is not None else self.served.scheduler
 
 
 @dataclass
@@ -67,12 +74,37 @@ def refuse_unsupported(body: ChatCompletionRequest | CompletionRequest, served: 
         raise ApiError(400, "tool_choice needs tools", param="tool_choice")
     if body.tools and served.system.head is not None:
         raise ApiError(400, f"System {served.name!r} answers with labels: it cannot call tools", param="tools")
-    if body.response_format and body.response_format.get("type") not in (None, "text"):
-        raise ApiError(
-            400,
-            f"response_format {body.response_format.get('type')!r} is not supported by {served.name!r}: only text",
-            param="response_format",
-        )
+    kind = (body.response_format or {}).get("type")
+    if kind not in (None, "text", "json_object", "json_schema"):
+        raise ApiError(400, f"response_format {kind!r} is not supported: text, json_object or json_schema", param=
+                       "response_format")  # fmt: skip
+
+
+def request_constraint(body: ChatCompletionRequest) -> Constraint | None:
+    """The constraint a chat request asks for: ``response_format`` (JSON object or schema), or a forced tool call
+    (``tool_choice: required`` or a named function). ``auto`` tool calls are parsed, not constrained, so they keep
+    the fast engine; a malformed call reaches the client as text it can see."""
+    from tailorlm.tools.constrain import Constraint
+
+    fmt = body.response_format or {}
+    try:
+        if fmt.get("type") == "json_object":
+            return Constraint(type="json_object")
+        if fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            return Constraint(type="json_schema", schema=spec.get("schema") or spec)
+        if body.tools and body.tool_choice == "required":
+            return Constraint(type="tool_calls", tools=body.tools, mode="required",
+                              parallel=body.parallel_tool_calls is not False)  # fmt: skip
+        if body.tools and isinstance(body.tool_choice, dict):
+            name = (body.tool_choice.get("function") or {}).get("name")
+            chosen = [t for t in body.tools if (t.get("function") or {}).get("name") == name]
+            if not chosen:
+                raise ApiError(400, f"tool_choice names {name!r}, which is not in tools", param="tool_choice")
+            return Constraint(type="tool_calls", tools=chosen, mode="required", parallel=False)
+    except ValueError as err:
+        raise ApiError(400, f"cannot constrain the answer: {err}", param="response_format") from None
+    return None
 
 
 def generation_params(
@@ -264,8 +296,8 @@ def start(prepared: Sequence[Prepared], n: int, abstain_text: str | None = None)
 
             row = Row(list(p.prompt_ids), p.params, sink, adapter=p.served.adapter)
             rows.append(row)
-            pending.setdefault(id(p.served.scheduler), []).append(row)
-    by_scheduler = {id(p.served.scheduler): p.served.scheduler for p in prepared}
+            pending.setdefault(id(p.scheduler), []).append(row)
+    by_scheduler = {id(p.scheduler): p.scheduler for p in prepared}
     try:
         for key, group in pending.items():
             by_scheduler[key].submit(group)

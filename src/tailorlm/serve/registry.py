@@ -37,6 +37,7 @@ class Served:
     adapter: str | None = None  # its adapter's name inside a shared PEFT model
     rag: Any = None  # RagAnswerer for a System with a retriever
     rag_lock: threading.Lock = field(default_factory=threading.Lock)  # the embedder is not thread-safe
+    _constrained: Scheduler | None = None
 
     @property
     def name(self) -> str:
@@ -49,6 +50,28 @@ class Served:
     @property
     def engine_name(self) -> str:
         return {"CT2Engine": "ct2", "VLLMEngine": "vllm"}.get(type(self.engine).__name__, "hf")
+
+    def constrained_scheduler(self) -> Scheduler:
+        """Where a constrained request (a JSON schema, a forced tool call) runs: transformers, which has the logits
+        hook CTranslate2 lacks. A System served on ct2 gets a transformers copy on its first such request."""
+        if self.engine_name == "hf":
+            return self.scheduler
+        if self.engine_name != "ct2":
+            from tailorlm.serve.state import ApiError
+
+            raise ApiError(400, f"System {self.name!r} runs on {self.engine_name}: constrained decoding needs hf")
+        with self.rag_lock:
+            if self._constrained is None:
+                from tailorlm.models.build import build_engine
+
+                engine = build_engine(self.system.model_copy(update={"engine": "hf"}))
+                s = self.scheduler
+                self._constrained = Scheduler(
+                    engine, name=f"{s.name}:hf", max_batch=s.max_batch, window_ms=s.window_s * 1000,
+                    max_queue=s.max_queue, on_batch=s.on_batch,
+                )  # fmt: skip
+                log.info("loaded a transformers copy of %s for constrained decoding", self.name)
+            return self._constrained
 
 
 def _weights_bytes(model: str) -> int:

@@ -68,11 +68,14 @@ def normalize_schema(schema: Any) -> dict[str, Any]:
             out.pop("type")
         else:
             out["type"] = list(dict.fromkeys(n for n in names if n))
-    if isinstance(out.get("properties"), dict):
-        out["properties"] = {k: normalize_schema(v) for k, v in out["properties"].items()}
-    for key in ("items", "additionalProperties"):
+    for key in ("properties", "patternProperties", "$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: normalize_schema(v) for k, v in out[key].items()}
+    for key in ("items", "additionalProperties", "not"):
         if isinstance(out.get(key), dict):
             out[key] = normalize_schema(out[key])
+    if isinstance(out.get("items"), list):  # the old tuple form of items
+        out["items"] = [normalize_schema(s) for s in out["items"]]
     for key in _SCHEMA_LISTS:
         if isinstance(out.get(key), list):
             out[key] = [normalize_schema(s) for s in out[key]]

@@ -267,7 +267,8 @@ def test_normalize_bfcl_schema_maps_python_types() -> None:
     assert out["type"] == "object" and out["properties"]["x"] == {"type": "number"}
     assert out["properties"]["pair"] == {"type": "array", "items": {"type": "integer"}}
     assert out["properties"]["anything"] == {}
-    assert out["properties"]["nested"]["items"] == {"type": "object", "properties": {"v": {"type": "number"}}}
+    nested = out["properties"]["nested"]["items"]
+    assert nested["type"] == "object" and nested["properties"] == {"v": {"type": "number"}}
     assert normalize_bfcl_schema(out) == out and schema["type"] == "dict"  # idempotent, input untouched
 
 

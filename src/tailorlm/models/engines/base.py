@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from tailorlm.tools.constrain import Constraint
 
 Message = dict[str, Any]  # {"role": "user", "content": "..."}, OpenAI style
 
@@ -25,10 +27,23 @@ class GenerationParams(BaseModel):
     stop: list[str] = Field(default_factory=list, description="Generation ends before the first stop string.")
     seed: int | None = Field(None, description="Seed for sampling; ignored when greedy.")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+    constraint: Constraint | None = Field(
+        None,
+        description="Constrained decoding (tools/constrain.py): JSON schema, regex, choice, tool calls. hf only.",
+    )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @model_serializer(mode="wrap")
+    def _omit_no_constraint(self, handler: Any) -> Any:
+        # Decoding settings go into prediction-cache and ladder keys: a field added later must not change the keys
+        # of every cache written before it, so an unset constraint is left out of the dump.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("constraint") is None:
+            data.pop("constraint", None)
+        return data
 
 
 class Request(BaseModel):
@@ -38,6 +53,11 @@ class Request(BaseModel):
 
     messages: list[Message] | None = None
     prompt: str | None = None
+    # This request's own constraint (e.g. its tools, or its response_format), over GenerationParams.constraint: a
+    # batch can hold requests with different grammars, and unconstrained ones.
+    constraint: Constraint | None = None
+    # OpenAI tool definitions the model may call: rendered with the messages (tools/calling.py).
+    tools: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, item: str | Sequence[Message] | Request) -> Request:
@@ -105,6 +125,12 @@ class Engine(Protocol):
         ...
 
 
+def request_constraint(request: str | Sequence[Message] | Request, params: GenerationParams) -> Constraint | None:
+    """The constraint one request generates under: its own, else the call's (``params.constraint``), else None."""
+    own = request.constraint if isinstance(request, Request) else None
+    return own or params.constraint
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` before the earliest stop string. Returns ``(text, stopped)``."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
@@ -116,6 +142,10 @@ def render_prompt(tokenizer: Any, request: str | Sequence[Message] | Request) ->
     req = Request.of(request)
     if req.prompt is not None:
         return req.prompt
+    if req.tools:
+        from tailorlm.tools.calling import render_tool_prompt
+
+        return render_tool_prompt(tokenizer, req.messages or [], req.tools)
     return tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tailorlm.errors import ConfigError
 from tailorlm.models.engines.base import (
     Completion,
     GenerationParams,
@@ -32,6 +33,7 @@ from tailorlm.models.engines.base import (
     Usage,
     encode_prompt,
     render_prompt,
+    request_constraint,
     tokens_through_eos,
     truncate_at_stop,
 )
@@ -54,6 +56,17 @@ def length_groups(lengths: Sequence[int], batch_size: int, slack: int = LENGTH_S
         else:
             groups.append([i])
     return groups
+
+
+CONSTRAINT_REFUSED = "constrained decoding needs the hf engine: CTranslate2 has no logits hook"
+
+
+def refuse_constraints(requests: Sequence[Any], params: Sequence[GenerationParams]) -> None:
+    """Raise when any request or setting carries a constraint: ignoring it would return unconstrained text."""
+    if any(p.constraint is not None for p in params) or any(
+        request_constraint(r, GenerationParams()) for r in requests
+    ):
+        raise ConfigError(CONSTRAINT_REFUSED, hint="use engine: hf for this System (engine: auto does so by itself)")
 
 
 def cpu_threads() -> int:
@@ -124,6 +137,7 @@ class CT2Engine:
     ) -> list[Completion]:
         """Answer every request in input order. ``on_progress(n)`` is called after each batch of ``n``."""
         params = params or GenerationParams()
+        refuse_constraints(requests, [params])
         if params.seed is not None:
             import ctranslate2
 
@@ -217,6 +231,7 @@ class CT2Engine:
         when the per-token callback returns True. The rows share sampling settings (the scheduler groups them).
         """
         params = rows[0].params
+        refuse_constraints([], [row.params for row in rows])
         if params.seed is not None:
             import ctranslate2
 
@@ -249,6 +264,7 @@ class CT2Engine:
     ) -> Iterator[StreamChunk]:
         """Yield text as it is generated. Text that might be the start of a stop string is held back."""
         params = params or GenerationParams()
+        refuse_constraints([request], [params])
         if params.seed is not None:
             import ctranslate2
 

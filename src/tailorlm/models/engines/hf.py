@@ -24,11 +24,13 @@ from tailorlm.models.engines.base import (
     Usage,
     encode_prompt,
     render_prompt,
+    request_constraint,
     tokens_through_eos,
     truncate_at_stop,
 )
 from tailorlm.models.engines.rows import Row, RowText
 from tailorlm.models.load import LoadedModel, load_model
+from tailorlm.tools.constrain import Constraint, batch_logits_processor
 
 
 class HFEngine:
@@ -64,19 +66,23 @@ class HFEngine:
             # batches (self-consistency samples of one prompt) draw identical chains.
             torch.manual_seed(params.seed)
         encoded = [self._encode(self.render(r)) for r in requests]
+        constraints = [request_constraint(r, params) for r in requests]
         # Longest first: similar lengths share a batch (less padding), and an out-of-memory error shows up
         # on the first batch rather than after most of the work is done.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            for i, completion in zip(idx, self._generate_batch([encoded[i] for i in idx], params), strict=True):
+            batch, batch_constraints = [encoded[i] for i in idx], [constraints[i] for i in idx]
+            for i, completion in zip(idx, self._generate_batch(batch, params, batch_constraints), strict=True):
                 results[i] = completion
             if on_progress is not None:
                 on_progress(len(idx))
         return [c for c in results if c is not None]
 
-    def _generation_kwargs(self, params: GenerationParams, prompt_width: int) -> dict[str, Any]:
+    def _generation_kwargs(
+        self, params: GenerationParams, prompt_width: int, constraints: Sequence[Constraint | None] = ()
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -94,6 +100,13 @@ class HFEngine:
 
             stop = _StopInGenerated(self.tokenizer, params.stop, prompt_width)
             kwargs.update(stopping_criteria=StoppingCriteriaList([stop]))
+        # Constrained rows: one grammar matcher per row masks that row's logits (tools/constrain.py). transformers
+        # runs custom processors before temperature and top-p, so sampling only ever sees allowed tokens.
+        processor = batch_logits_processor(constraints, self.tokenizer)
+        if processor is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs.update(logits_processor=LogitsProcessorList([processor]))
         return kwargs
 
     def _eos_ids(self) -> list[int]:
@@ -111,12 +124,14 @@ class HFEngine:
         return {"input_ids": input_ids.to(self.model.device), "attention_mask": mask.to(self.model.device)}
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Completion]:
+    def _generate_batch(
+        self, batch: list[list[int]], params: GenerationParams, constraints: Sequence[Constraint | None] = ()
+    ) -> list[Completion]:
         inputs = self._batch_inputs(batch)
         start = time.perf_counter()
         out = self.model.generate(
             **inputs,
-            **self._generation_kwargs(params, inputs["input_ids"].shape[1]),
+            **self._generation_kwargs(params, inputs["input_ids"].shape[1], constraints),
             return_dict_in_generate=True,
             output_scores=params.logprobs,
         )
@@ -157,7 +172,10 @@ class HFEngine:
         eos = set(self._eos_ids())
         streams = [row.start(self.tokenizer, eos) for row in rows]
         inputs = self._batch_inputs([row.prompt_ids for row in rows])
-        kwargs = self._generation_kwargs(params.model_copy(update={"stop": []}), inputs["input_ids"].shape[1])
+        # Each row keeps its own constraint (the scheduler groups rows by sampling settings only).
+        constraints = [row.params.constraint for row in rows]
+        width = inputs["input_ids"].shape[1]
+        kwargs = self._generation_kwargs(params.model_copy(update={"stop": []}), width, constraints)
         kwargs["max_new_tokens"] = max(row.params.max_new_tokens for row in rows)
         if any(row.adapter for row in rows):
             kwargs["adapter_names"] = [row.adapter or "__base__" for row in rows]
@@ -179,6 +197,7 @@ class HFEngine:
 
         params = params or GenerationParams()
         prompt_ids = self._encode(self.render(request))
+        constraints = [request_constraint(request, params)]
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: dict[str, Any] = {}
 
@@ -189,7 +208,7 @@ class HFEngine:
                         torch.manual_seed(params.seed)
                     result["out"] = self.model.generate(
                         **self._batch_inputs([prompt_ids]),
-                        **self._generation_kwargs(params, len(prompt_ids)),
+                        **self._generation_kwargs(params, len(prompt_ids), constraints),
                         streamer=streamer,
                     )
             except BaseException as err:  # surfaced in the caller's thread below

@@ -20,6 +20,7 @@ from typing import Any
 
 from tailorlm.core.system import System
 from tailorlm.errors import ConfigError
+from tailorlm.models.engines.ct2 import CONSTRAINT_REFUSED
 
 # PEFT adapter types whose weights merge into the base (``merge_and_unload``); prompt-learning ones do not.
 MERGEABLE_ADAPTERS = frozenset({"LORA", "ADALORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "FOURIERFT"})
@@ -38,10 +39,16 @@ class EngineChoice:
         return {"engine": self.name, **self.settings, "reason": self.reason}
 
 
-def ct2_blocker(system: System, device: str = "auto", dtype: Any = "auto") -> str | None:
-    """Why the ct2 engine cannot run this System here, or None when it can."""
+def ct2_blocker(system: System, device: str = "auto", dtype: Any = "auto", *, constrained: bool = False) -> str | None:
+    """Why the ct2 engine cannot run this System here, or None when it can.
+
+    ``constrained``: the caller will pass constraints per call (e.g. each BFCL question's tools), which CTranslate2
+    cannot apply any more than a constraint in ``system.generation``.
+    """
     if system.head is not None:
         return "a System with a head answers with labels, which only the hf engine computes"
+    if constrained or system.generation.constraint is not None:
+        return CONSTRAINT_REFUSED
     if importlib.util.find_spec("ctranslate2") is None:
         return "CTranslate2 is not installed (pip install ctranslate2)"
     if device not in ("auto", "cpu"):
@@ -66,10 +73,13 @@ def ct2_blocker(system: System, device: str = "auto", dtype: Any = "auto") -> st
     return None
 
 
-def resolve_engine(system: System, *, device: str = "auto", dtype: Any = "auto") -> EngineChoice:
-    """The engine ``build_engine`` will construct for ``system`` (see the module docstring)."""
+def resolve_engine(
+    system: System, *, device: str = "auto", dtype: Any = "auto", constrained: bool = False
+) -> EngineChoice:
+    """The engine ``build_engine`` will construct for ``system`` (see the module docstring). ``constrained``: calls
+    will carry constraints (constrained decoding), so ``auto`` must resolve to hf."""
     if system.engine == "ct2":
-        blocker = ct2_blocker(system, device, dtype)
+        blocker = ct2_blocker(system, device, dtype, constrained=constrained)
         if blocker:
             raise ConfigError(f"engine ct2 cannot run this System: {blocker}", hint="use engine: hf (or auto)")
         return EngineChoice("ct2", "named by the System", _ct2_settings(system))
@@ -80,7 +90,7 @@ def resolve_engine(system: System, *, device: str = "auto", dtype: Any = "auto")
         raise ConfigError(f"{ENGINE_ENV}={override!r} is not an engine", hint="use hf, ct2 or auto")
     if override == "hf":
         return EngineChoice("hf", f"{ENGINE_ENV}=hf")
-    blocker = ct2_blocker(system, device, dtype)
+    blocker = ct2_blocker(system, device, dtype, constrained=constrained)
     if override == "ct2":
         if blocker:
             raise ConfigError(f"{ENGINE_ENV}=ct2 cannot run this System: {blocker}")
