@@ -27,6 +27,8 @@ def open_system(model: str | None, system: Path | None, system_prompt: str | Non
     if model and system:
         raise ConfigError("give either --model or --system, not both")
     sys_ = System.load(system) if system else System(name=model or "default", model=model or "default")
+    if sys_.agent is not None and sys_.agent.first_call == "required" and sys_.engine == "auto":
+        sys_ = sys_.model_copy(update={"engine": "hf"})  # a constrained first call needs transformers' logits hook
     if system_prompt is not None:
         prompt = (sys_.prompt or PromptSpec()).model_copy(update={"system": system_prompt})
         sys_ = sys_.model_copy(update={"prompt": prompt})
@@ -223,6 +225,7 @@ def _agent_turn(system: System, engine: Any, messages: list[dict[str, Any]], par
         max_steps=spec.max_steps,
         timeout_s=spec.timeout_s,
         react=spec.react,
+        first_call=spec.first_call,
         on_step=show,
     )
 

@@ -263,6 +263,9 @@ class AgentSpec(_PathResolving):
     max_steps: int = Field(6, ge=1, le=50, description="Model turns before the agent gives up.")
     timeout_s: float = Field(10.0, gt=0, description="Seconds a tool call may take.")
     react: bool = Field(True, description="Ask for a 'Thought:' line before each call (ReAct).")
+    first_call: Literal["auto", "required"] = Field(
+        "auto", description="required: the first turn must be a valid tool call (constrained; runs on hf)."
+    )
 
     @field_validator("index")
     @classmethod

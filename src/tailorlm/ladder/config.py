@@ -71,6 +71,15 @@ class RaftRungConfig(StrictModel):
     p_oracle: float = Field(0.8, ge=0, le=1, description="Share of records that include the gold passage.")
 
 
+class ToolsRungConfig(StrictModel):
+    """The tool-use rungs (ladder/tool_rungs.py), for tasks scored on tool calls (``tool_ast``)."""
+
+    tool_choice: Literal["auto", "required"] = Field(
+        "auto",
+        description="Constrained rung: required when every question needs a call, auto when some need none.",
+    )
+
+
 class LadderConfig(StrictModel):
     """What the ladder runs and how big each rung is."""
 
@@ -89,6 +98,7 @@ class LadderConfig(StrictModel):
     sft: SftRungConfig = Field(default_factory=SftRungConfig)
     raft: RaftRungConfig = Field(default_factory=RaftRungConfig)
     head: HeadRungConfig = Field(default_factory=HeadRungConfig)
+    tools: ToolsRungConfig = Field(default_factory=ToolsRungConfig)
 
 
 # A smoke run of the same rungs: enough to see every rung build, score and report, in about three minutes on a

@@ -511,6 +511,9 @@ for _rung in (ZeroShot(), FewShot(), ChainOfThought(), OptimizedPrompt(), Rag(),
               Head()):  # fmt: skip
     register_rung(_rung)
 
+# Tool use registers its rungs like any later technique (tasks scored on tool calls only).
+import tailorlm.ladder.tool_rungs  # noqa: E402, F401
+
 
 def applicable(task: Task, names: list[str] | None = None) -> list[tuple[Rung, str | None]]:
     """Every rung (or the named ones, in ladder order) with why it is skipped (None: it runs)."""

@@ -48,9 +48,13 @@ def run_agent(
     allowlist: Collection[str] | None = None,
     timeout_s: float | None = None,
     react: bool = False,
+    first_call: Literal["auto", "required"] = "auto",
     on_step: Callable[[TraceStep], None] | None = None,
 ) -> AgentResult:
-    """Run the loop for one conversation. Only allowlisted tools are shown to the model and can run."""
+    """Run the loop for one conversation. Only allowlisted tools are shown to the model and can run.
+
+    ``first_call="required"`` constrains the first turn to a valid call (needs the hf engine): a small model that
+    would otherwise answer from memory is made to look things up once, and decides freely from then on."""
     params = params or GenerationParams()
     names = [n for n in registry.names() if allowlist is None or n in allowlist]
     tools = [t for t in registry.schemas() if t["function"]["name"] in names]
@@ -71,8 +75,13 @@ def run_agent(
 
     for step in range(1, max_steps + 1):
         prompt = render_tool_prompt(engine.tokenizer, convo, tools)
+        constraint = None
+        if step == 1 and first_call == "required" and tools:
+            from tailorlm.tools.constrain import Constraint
+
+            constraint = Constraint(type="tool_calls", tools=tools, mode="required", parallel=False)
         start = time.perf_counter()
-        completion = engine.generate([Request(prompt=prompt)], params)[0]
+        completion = engine.generate([Request(prompt=prompt, constraint=constraint)], params)[0]
         usage = Usage(
             prompt_tokens=usage.prompt_tokens + completion.usage.prompt_tokens,
             completion_tokens=usage.completion_tokens + completion.usage.completion_tokens,

@@ -27,10 +27,12 @@ class _Scripted:
     def __init__(self, *texts: str) -> None:
         self.texts = list(texts)
         self.prompts: list[str] = []
+        self.requests: list[Any] = []
         self.tokenizer = _Tokenizer()
 
     def generate(self, requests: Any, params: Any = None) -> list[Completion]:
         self.prompts.append(requests[0].prompt)
+        self.requests.append(requests[0])
         text = self.texts.pop(0) if self.texts else "done"
         return [Completion(text=text, finish_reason="stop", usage=Usage(prompt_tokens=10, completion_tokens=5))]
 
@@ -64,3 +66,12 @@ def test_allowlist_hides_and_blocks_tools() -> None:
     result = run_agent(engine, [{"role": "user", "content": "x"}], builtin_registry(), allowlist=[])
     assert '"calculator"' not in engine.prompts[0]
     assert result.trace.steps[1].error and "unknown tool" in result.trace.steps[1].error
+
+
+def test_first_call_required_constrains_only_the_first_turn() -> None:
+    engine = _Scripted(CALC, "42")
+    run_agent(engine, [{"role": "user", "content": "x"}], builtin_registry(), first_call="required")
+    first, second = engine.requests
+    assert first.constraint is not None and first.constraint.mode == "required" and not first.constraint.parallel
+    assert [t["function"]["name"] for t in first.constraint.tools] == ["calculator"]
+    assert second.constraint is None
