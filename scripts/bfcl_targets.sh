@@ -11,7 +11,7 @@ T=.venv/bin/tailor
 # simple_python through the ladder: zero-shot (prompt-only), tools-constrained and tools-lora, each cached.
 $T ladder examples/bfcl/simple_python/task.yaml --out "$OUT/ladder-simple-python" \
   "ladder.rungs=[zero-shot,tools-constrained,tools-lora]" "ladder.eval_limit=$N" "ladder.sft.max_records=160"
-LORA=$(dirname "$(ls "$OUT"/ladder-simple-python/rungs/tools-lora/runs/*/artifacts/system.yaml | head -1)")
+LORA="$OUT/ladder-simple-python/rungs/tools-lora/system"
 for c in multiple parallel parallel_multiple irrelevance; do
   task=examples/bfcl/$c/task.yaml
   mode=$(.venv/bin/python -c "from tailorlm.core.task import Task; print(Task.load('$task').ladder.tools.tool_choice)")

@@ -73,9 +73,10 @@ class LadderContext:
     # --- engines -----------------------------------------------------------------------------------------------
 
     def with_engine(self, system: System) -> System:
-        """``system`` answered by the ladder's engine (``ladder.engine``); a head System stays on its own."""
+        """``system`` answered by the ladder's engine (``ladder.engine``); a head System, and a System that names
+        its own engine under ``ladder.engine: auto`` (constrained tool calls need hf), stay on their own."""
         cfg = self.config
-        if system.head is not None or (cfg.engine == "auto" and system.engine == "auto"):
+        if system.head is not None or cfg.engine == "auto":
             return system
         return system.model_copy(update={"engine": cfg.engine, "engine_options": cfg.engine_options})
 
