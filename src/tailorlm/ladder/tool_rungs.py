@@ -84,16 +84,6 @@ class ToolsLora(Rung):
             ctx.records[self.name] = sample_records(records, ctx.config.sft.max_records, ctx.task.seed)
         return ctx.records[self.name]
 
-    def write_training_data(self, records: list[dict[str, Any]], path: Path) -> Path:
-        """Chat records with their ``tools`` (the default writer keeps only the messages)."""
-        import json
-
-        from tailorlm.core.io import atomic_write_text
-
-        keep = ("messages", "tools")
-        lines = "".join(json.dumps({k: r[k] for k in keep if k in r}, ensure_ascii=False) + "\n" for r in records)
-        return atomic_write_text(path, lines)
-
     def count_tokens(self, ctx: LadderContext, records: list[dict[str, Any]]) -> int:
         from tailorlm.models.load import load_tokenizer
         from tailorlm.tools.calling import fallback_messages

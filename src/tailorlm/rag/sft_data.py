@@ -224,10 +224,11 @@ def gold_summary(counts: dict[str, int]) -> str:
 
 
 def write_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Plain OpenAI chat records to ``path`` (what `tailor train sft` reads), and each record's provenance
-    (question id, oracle or not, chunk ids) line by line to the sidecar ``PATH.meta.jsonl``."""
+    """Plain OpenAI chat records to ``path`` (what `tailor train sft` reads; a record's ``tools`` stay with it),
+    and each record's provenance (question id, oracle or not, chunk ids) line by line to ``PATH.meta.jsonl``."""
     path = Path(path)
-    chats = "".join(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n" for r in records)
+    kept = [{"messages": r["messages"], **({"tools": r["tools"]} if r.get("tools") else {})} for r in records]
+    chats = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
     meta = "".join(json.dumps(r.get("metadata", {}), ensure_ascii=False) + "\n" for r in records)
     atomic_write_text(path.with_suffix(".meta.jsonl"), meta)
     return atomic_write_text(path, chats)

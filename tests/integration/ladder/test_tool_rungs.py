@@ -78,6 +78,9 @@ def test_tool_rungs_build_score_and_cache(tool_task: Path, tiny_model_dir: Path,
     finished = [p for p in constrained if '"}' in p["prediction"] or "</tool_call>" in p["prediction"]]
     assert all(p["scores"]["tool_call_valid"] == 1.0 for p in finished)
     assert (out / "report" / "report.html").is_file()
+    # The LoRA rung trained on its records with their tools (rendered into the prompt as at inference).
+    first = json.loads((out / "rungs" / "tools-lora" / "train.jsonl").read_text().splitlines()[0])
+    assert first["tools"] == [ADD] and first["messages"][-1]["tool_calls"]
     again = Ladder(task, model=str(tiny_model_dir), out=out, rungs=rungs, progress=False).run()
     assert all(r.cached for r in again.results)
 
