@@ -68,6 +68,9 @@ def generate(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     as_json: bool = typer.Option(False, "--json", help="Print completions as JSON."),
+    json_schema: Path = typer.Option(None, "--json-schema", help="Answer with JSON valid against this schema file."),
+    regex: str = typer.Option(None, "--regex", help="Answer with text matching this regular expression."),
+    choice: list[str] = typer.Option(None, "--choice", help="Answer with one of these (repeatable)."),
 ) -> None:
     """Answer one or more prompts with a model or a System. Prompts are batched."""
     if not prompts:
@@ -76,6 +79,11 @@ def generate(
         prompts = [line.strip() for line in sys.stdin if line.strip()]
     sys_ = with_engine(open_system(model, system, system_prompt), engine)
     params = _params(sys_.generation, max_tokens, temperature, top_p, seed, stop)
+    constraint = _constraint(json_schema, regex, choice)
+    if constraint is not None:
+        params = params.model_copy(update={"constraint": constraint})
+        if sys_.engine == "auto":  # constrained decoding needs transformers' logits hook
+            sys_ = sys_.model_copy(update={"engine": "hf"})
     with err_console.status(f"loading {escape(sys_.model)}…"):
         engine = build_engine(sys_, device=device, dtype=dtype, batch_size=batch_size)
     if sys_.agent is not None:
@@ -182,6 +190,28 @@ def chat(
             _print_citations(ctx, answer)
         messages[-1] = {"role": "user", "content": line}
         history = [*messages, {"role": "assistant", "content": answer}]
+
+
+def _constraint(json_schema: Path | None, regex: str | None, choices: list[str] | None) -> Any:
+    """The constraint the options ask for (at most one), or None."""
+    given = [x for x in (json_schema, regex, choices) if x]
+    if len(given) > 1:
+        raise ConfigError("give one of --json-schema, --regex and --choice")
+    if not given:
+        return None
+    from tailorlm.tools.constrain import Constraint
+
+    if json_schema is not None:
+        import json
+
+        try:
+            schema = json.loads(json_schema.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{json_schema}: not a readable JSON schema ({err})") from None
+        return Constraint(type="json_schema", schema=schema)
+    if regex is not None:
+        return Constraint(type="regex", pattern=regex)
+    return Constraint(type="choice", choices=list(choices or []))
 
 
 def _agent_generate(system: System, engine: Any, prompts: list[str], params: GenerationParams, as_json: bool) -> None:

@@ -165,6 +165,9 @@ def evaluate(
         inputs = [c.input or c.question for c in rag]
     requests: list[Any] = list(build_requests(system.prompt, inputs, tokenizer))
     n_samples, params = sampling_plan(system.prompt, task.generation)
+    if params.constraint is None and system.generation.constraint is not None:
+        # A System that holds its answers to a grammar (a label set, a JSON schema) is scored as it answers.
+        params = params.model_copy(update={"constraint": system.generation.constraint})
     key_params = {**params.model_dump(mode="json"), "n_samples": n_samples}
     keys = [example_key(m, key_params) for m in requests]
     # Tools the model may call (the example's own, as BFCL's are, else the System's): rendered with the messages,

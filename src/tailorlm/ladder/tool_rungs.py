@@ -1,4 +1,9 @@
-"""The tool-use rungs, for a task scored on tool calls (``tool_ast``, ``tool_call_valid``; docs/tools.md).
+"""The constrained-decoding rungs: answers held to a label set, and the tool-use rungs (docs/tools.md).
+
+**constrained-labels** (a classification task): the zero-shot System whose answer must be one of the training
+labels, so a model that knows the answer but words it differently ("Positive!") is not scored wrong.
+
+The tool-use rungs are for a task scored on tool calls (``tool_ast``, ``tool_call_valid``).
 
 The zero-shot rung is the prompt-only baseline: the eval runner renders each example's tools with its question.
 These two rungs climb from there:
@@ -101,5 +106,40 @@ class ToolsLora(Rung):
         return built
 
 
-for _rung in (ToolsConstrained(), ToolsLora()):
+class ConstrainedLabels(Rung):
+    name = "constrained-labels"
+    title = "Constrained to the labels"
+    family = "prompting"
+    uses = frozenset({"train"})
+    below = "zero-shot"
+
+    def skip_reason(self, task: Task) -> str | None:
+        from tailorlm.ladder.rungs import LABEL_METRICS
+
+        if not LABEL_METRICS & set(task.metrics):
+            return "not a classification task: no accuracy/macro_f1/micro_f1 metric"
+        return super().skip_reason(task)
+
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        from tailorlm.ladder.rungs import Head
+
+        return Head().labels(ctx)
+
+    def build(self, ctx: LadderContext, out: Path) -> Built:
+        from tailorlm.models.engines.base import GenerationParams
+        from tailorlm.tools.constrain import Constraint
+
+        labels = self.prepare(ctx)
+        generation = GenerationParams(constraint=Constraint(type="choice", choices=labels))
+        # The constraint travels with the System (eval applies it; the server too); transformers applies it.
+        return Built(System(name=self.name, model=ctx.model, engine="hf", generation=generation))
+
+    def eval_task(self, task: Task) -> Task:
+        # A label cut by the token budget is no label: the grammar ends the answer as soon as one is complete, so a
+        # larger budget costs nothing.
+        budget = max(task.generation.max_new_tokens, 32)
+        return task.model_copy(update={"generation": task.generation.model_copy(update={"max_new_tokens": budget})})
+
+
+for _rung in (ConstrainedLabels(), ToolsConstrained(), ToolsLora()):
     register_rung(_rung)

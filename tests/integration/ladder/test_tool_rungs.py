@@ -57,7 +57,7 @@ def tool_task(tmp_path: Path) -> Iterator[Path]:
         "name: tiny-tools\neval: {path: eval.jsonl}\ntrain: {path: train.jsonl}\n"
         "metrics: [tool_ast, tool_call_valid]\ngeneration: {max_new_tokens: 40}\n"
         "ladder:\n  batch_size: 3\n  canary_limit: 3\n  tools: {tool_choice: required}\n"
-        "  sft: {max_steps: 2, batch_size: 2, max_length: 512}\n"
+        "  sft: {max_steps: 2, batch_size: 2, max_length: 2048}\n"
     )
     yield tmp_path / "task.yaml"
     if old is None:
@@ -89,3 +89,21 @@ def test_other_tasks_skip_the_tool_rungs() -> None:
     task = Task.load(Path(__file__).resolve().parents[3] / "examples/xquad-qa/task.yaml")
     reasons = {r.name: why for r, why in applicable(task, ["tools-constrained", "tools-lora"])}
     assert all(why and "tool calls" in why for why in reasons.values())
+
+
+def test_constrained_labels_rung_answers_only_labels(tiny_model_dir: Path, tmp_path: Path) -> None:
+    os.environ.setdefault("TAILOR_CACHE", str(tmp_path / "cache"))
+    rows = [("great film", "positive"), ("awful plot", "negative"), ("loved it", "positive"), ("boring", "negative")]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"input": x, "reference": y}) + "\n" for x, y in rows))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"input": x, "reference": y}) + "\n" for x, y in rows))
+    (tmp_path / "task.yaml").write_text(
+        "name: tiny-sentiment\neval: {path: eval.jsonl}\ntrain: {path: train.jsonl}\nmetrics: [accuracy]\n"
+        "generation: {max_new_tokens: 6, temperature: 1.0, seed: 1}\nladder: {batch_size: 4, canary_limit: 3}\n"
+    )
+    task = Task.load(tmp_path / "task.yaml")
+    outcome = Ladder(task, model=str(tiny_model_dir), out=tmp_path / "ladder", rungs=["constrained-labels"],
+                     progress=False).run()  # fmt: skip
+    result = outcome.results[0]
+    assert result.error is None, result.error
+    predictions = [json.loads(x) for x in (Path(result.eval_run) / "predictions.jsonl").open()]
+    assert {p["prediction"] for p in predictions} <= {"positive", "negative"}

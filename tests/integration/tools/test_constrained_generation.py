@@ -265,3 +265,34 @@ def _random_walk(tokenizer: Any, constraint: Constraint, prefix: str, seed: int,
     else:
         pytest.fail("the grammar did not end within the walk's limit")
     return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_generate_cli_constrains_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`tailor generate --choice/--regex/--json-schema`: every answer is in the set, matches, or validates."""
+    import json
+    import re
+
+    import jsonschema
+    from typer.testing import CliRunner
+
+    from tailorlm.cli.main import app
+
+    base = ["generate", "--model", str(tiny_model_dir), "--temperature", "1.0", "--seed", "3", "--json"]
+    prompts = ["first", "second", "third"]
+    cli = CliRunner()
+    out = cli.invoke(app, [*base, "--choice", "yes", "--choice", "no", *prompts])
+    assert out.exit_code == 0, out.output
+    assert {row["text"] for row in json.loads(out.stdout)} <= {"yes", "no"}
+    out = cli.invoke(app, [*base, "--regex", "[0-9]{3}", "--max-tokens", "8", *prompts])
+    assert out.exit_code == 0, out.output
+    assert all(re.fullmatch("[0-9]{3}", row["text"]) for row in json.loads(out.stdout))
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    out = cli.invoke(app, [*base, "--json-schema", str(tmp_path / "s.json"), "--max-tokens", "24", *prompts])
+    assert out.exit_code == 0, out.output
+    for row in json.loads(out.stdout):
+        if row["finish_reason"] == "stop":
+            jsonschema.validate(json.loads(row["text"]), schema)
+    both = cli.invoke(app, [*base, "--regex", "a", "--choice", "b", "x"])
+    assert both.exit_code != 0 and "one of" in both.output
