@@ -78,7 +78,8 @@ def test_registry_names_and_metric_shape() -> None:
     from tailorlm.eval.metrics import METRIC_NAMES, get_metric
 
     expected = {"exact_match", "f1", "accuracy", "macro_f1", "micro_f1", "bleu", "chrf", "rouge1", "rouge2", "rougeL"}
-    assert expected | {"numeric_match", "json_valid", "json_schema", "contains_answer"} == set(METRIC_NAMES)
+    tools = {"tool_ast", "tool_call_valid"}
+    assert expected | {"numeric_match", "json_valid", "json_schema", "contains_answer"} | tools == set(METRIC_NAMES)
     for name in METRIC_NAMES:
         m = get_metric(name)
         assert m.name == name and m.higher_is_better

@@ -275,8 +275,10 @@ def test_rungs_follow_the_data(tmp_path: Path) -> None:
     # every rung but the classification head (a numeric task has no label metric) and the optimized prompt (its
     # search needs more training records than 6: the preflight built its data and said so, with the fix)
     runs = {r.name: r for r in result.rungs}
-    assert all(r.applies for r in result.rungs if r.name not in ("head", "optimized-prompt")), runs
-    assert not runs["head"].applies
+    unfit = ("head", "optimized-prompt", "constrained-labels", "tools-constrained", "tools-lora")
+    assert all(r.applies for r in result.rungs if r.name not in unfit), runs
+    assert not runs["head"].applies and not runs["constrained-labels"].applies  # no label metric
+    assert not runs["tools-constrained"].applies and not runs["tools-lora"].applies  # not scored on tool calls
     assert not runs["optimized-prompt"].applies and "needs at least 81" in str(runs["optimized-prompt"].reason)
     assert "pool_size" in str(runs["optimized-prompt"].fix)
     assert [r.name for r in rung_plan(result.task)] == [r.name for r in result.rungs]

@@ -47,11 +47,13 @@ def test_each_type_needs_its_field() -> None:
         {"type": "json_schema"},
         {"type": "regex", "pattern": ""},
         {"type": "choice", "choices": []},
-        {"type": "tool_calls"},
+        {"type": "tool_calls", "tools": []},
         {"type": "tool_calls", "tools": [{"type": "function", "function": {"description": "no name"}}]},
     ):
         with pytest.raises(ValidationError):
             Constraint.model_validate(bad)
+    # tool_calls without tools is a template: each request (an eval record) brings its own.
+    assert Constraint(type="tool_calls").tools is None
     with pytest.raises(ValidationError):  # unknown keys are errors, as in every config
         Constraint.model_validate({"type": "regex", "pattern": "a", "regexp": "b"})
     with pytest.raises(ValidationError):
