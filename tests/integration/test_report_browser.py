@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from browser_harness import CHROMIUM, CHROMIUM_ARGS, NEEDS_BROWSER
 from tailorlm.eval.report import build_report, write_report
 from unit.eval.test_report_build import example_records, make_eval_run  # tests/ is on sys.path
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None, reason="needs the playwright package (pip install playwright)"
-    ),
-]
-
-# The system Chromium, not a playwright download: --no-sandbox because CI runs as root, and the rest keep the
-# browser from reaching the network on its own (updates, field trials) so the test proves the page is offline.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+pytestmark = [pytest.mark.integration, *NEEDS_BROWSER]
 
 
 def test_report_opens_in_headless_chromium_without_errors(tmp_path: Path) -> None:
@@ -47,7 +29,7 @@ def test_report_opens_in_headless_chromium_without_errors(tmp_path: Path) -> Non
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on(

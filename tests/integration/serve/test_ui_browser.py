@@ -3,7 +3,6 @@ in the feedback store, and the Runs page lists a run and opens its report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,29 +10,11 @@ from typing import Any
 
 import pytest
 
+from browser_harness import CHROMIUM, CHROMIUM_ARGS, NEEDS_BROWSER
 from serve_harness import make_state, serving
 from tailorlm.core.system import System
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not Path("/usr/bin/chromium").exists(),
-        reason="needs /usr/bin/chromium (make browser, or apt-get install chromium)",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None, reason="needs the playwright package (pip install playwright)"
-    ),
-]
-
-# As in tests/integration/test_report_browser.py: the system Chromium, no sandbox (CI runs as root), no traffic of
-# its own, so a request leaving 127.0.0.1 would be the page's doing.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+pytestmark = [pytest.mark.integration, *NEEDS_BROWSER]
 TIMEOUT_MS = 20_000
 
 
@@ -65,7 +46,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:
