@@ -85,3 +85,8 @@ def with_engine(system: Any, engine: str | None) -> Any:
     if engine not in names:
         raise ConfigError(f"--engine {engine!r} is not an engine", hint=f"use one of: {', '.join(names)}")
     return system.model_copy(update={"engine": engine})
+
+
+# The serving commands (feedback, ab) name the store and a period the same way.
+STORE_HELP = "Feedback store: a SQLite file or a postgresql:// URL (as given to `tailor serve`)."
+TIME_HELP = "ISO 8601 (2025-03-01T12:00Z), a duration ago (-1h, -7d, 30m) or now."

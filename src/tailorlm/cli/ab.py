@@ -7,12 +7,9 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from tailorlm.cli._common import console, print_json
+from tailorlm.cli._common import STORE_HELP, TIME_HELP, console, print_json
 
 app = typer.Typer(help="A/B experiments: which arm do users prefer, and make it the default.", no_args_is_help=True)
-
-STORE_HELP = "Feedback store: a SQLite file or a postgresql:// URL (as given to `tailor serve`)."
-TIME_HELP = "ISO 8601 (2025-03-01T12:00Z), a duration ago (-1h, -7d, 30m) or now."
 
 
 @app.command("report")

@@ -7,12 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tailorlm.cli._common import console, print_json
+from tailorlm.cli._common import STORE_HELP, TIME_HELP, console, print_json
 
 app = typer.Typer(help="Turn the feedback collected by `tailor serve` into training data.", no_args_is_help=True)
-
-STORE_HELP = "Feedback store: a SQLite file or a postgresql:// URL (as given to `tailor serve`)."
-TIME_HELP = "ISO 8601 (2025-03-01T12:00Z), a duration ago (-1h, -7d, 30m) or now."
 
 
 @app.command("export")
