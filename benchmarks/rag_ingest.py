@@ -99,11 +99,72 @@ def ours(articles: Path, questions: list, tmp: Path) -> dict:
     }
 
 
+def gemm_peak_gflops(seconds: float = 2.0) -> float:
+    """What this CPU's fp32 matrix products reach (torch, all threads) on an encoder-layer-sized product."""
+    import torch
+
+    a, b = torch.randn(2048, 384), torch.randn(384, 1536)
+    a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048 * 384 * 1536 * n / (time.perf_counter() - start) / 1e9
+
+
+def encoder_gflop(token_counts: list[int], layers: int = 6, d: int = 384, ffn: int = 1536) -> float:
+    """Forward FLOPs of a BERT encoder over sequences of these lengths: the linear layers (2 FLOPs per weight per
+    token) and attention's two n x n products per layer."""
+    linear = 2 * layers * (4 * d * d + 2 * d * ffn) * sum(token_counts)
+    attention = 2 * 2 * layers * d * sum(n * n for n in token_counts)
+    return (linear + attention) / 1e9
+
+
+def profile(articles: Path, b_seconds: float) -> dict:
+    """Why the ratio is what it is: the FLOPs each side must do, the rate each reaches, and this CPU's peak."""
+    from tailorlm.rag.chunking import chunk_document, sentence_spans_in_chunk
+    from tailorlm.rag.embedding import EmbedderConfig, build_embedder
+    from tailorlm.rag.index import IndexConfig
+    from tailorlm.rag.ingest import _context_prefix
+    from tailorlm.rag.readers import iter_documents
+
+    embedder = build_embedder(EmbedderConfig(cache=False))
+    config = IndexConfig()
+    texts: list[str] = []
+    baseline_texts: list[str] = []
+    for doc in iter_documents(articles):
+        baseline_texts += [p for p in doc.text.split("\n\n") if p.strip()]  # the same characters, paragraph-wise
+        for c in chunk_document(doc, config.chunking, embedder.count_tokens):
+            prefix = _context_prefix(doc.title, c.heading)
+            texts += [f"{prefix}: {c.text[a:b]}" for a, b in sentence_spans_in_chunk(c.text)]
+    texts = list(dict.fromkeys(texts))
+    ours_tokens = [min(256, embedder.count_tokens(t) + 2) for t in texts]
+    base_tokens = [min(256, embedder.count_tokens(t) + 2) for t in baseline_texts]
+    start = time.perf_counter()
+    embedder.embed(texts)
+    embed_s = time.perf_counter() - start
+    peak = gemm_peak_gflops()
+    ours_gflop, base_gflop = encoder_gflop(ours_tokens), encoder_gflop(base_tokens)
+    return {
+        "peak_gemm_gflops": round(peak, 1),
+        "ours_embed_s": round(embed_s, 2),
+        "ours_tokens": sum(ours_tokens),
+        "baseline_tokens": sum(base_tokens),
+        "ours_gflop": round(ours_gflop, 1),
+        "baseline_gflop": round(base_gflop, 1),
+        "ours_gflops_rate": round(ours_gflop / embed_s, 1),
+        "baseline_gflops_rate": round(base_gflop / b_seconds, 1),
+        # The best ratio any fp32 path could reach on this CPU: the baseline's time over our FLOPs at peak.
+        "ratio_bound_at_peak": round(b_seconds / (ours_gflop / peak), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="One repeat per side (under 3 minutes).")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--xquad", type=Path, default=ROOT.parent / "shared/data/xquad/xquad.en.json")
+    parser.add_argument("--profile", action="store_true", help="Add FLOPs, rates and this CPU's GEMM peak.")
     args = parser.parse_args()
     if not args.xquad.is_file():
         sys.exit(f"XQuAD not found at {args.xquad} (the benchmark needs ../shared/data)")
@@ -122,6 +183,8 @@ def main() -> None:
         questions = load_queries(qfile)
         runs_b = [baseline(articles, questions, tmp) for _ in range(repeats)]
         runs_o = [ours(articles, questions, tmp) for _ in range(repeats)]
+        b_seconds = statistics.median(r["seconds"] for r in runs_b)
+        prof = profile(articles, b_seconds) if args.profile else None
     b_s = statistics.median(r["seconds"] for r in runs_b)
     o_s = statistics.median(r["seconds"] for r in runs_o)
     b_rate = runs_b[0]["chars"] / 1000 / b_s
@@ -145,9 +208,18 @@ def main() -> None:
                 "baseline_recall@5": round(runs_b[0]["recall@5"], 4),
                 "chunk_unit": "1000 characters",
                 "repeats": repeats,
+                "embedder_backend": _backend(),
+                **({"profile": prof} if prof else {}),
             }
         )
     )
+
+
+def _backend() -> str:
+    from tailorlm.prompting.embed import default_embedder_dir
+    from tailorlm.rag.embedding import auto_backend
+
+    return auto_backend(default_embedder_dir())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,18 @@ settings.register_profile("long", derandomize=False, print_blob=True, **_COMMON)
 settings.load_profile(PROFILE if PROFILE in ("ci", "long") else "ci")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fuzz_temp_inside_basetemp(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The fuzz tests make a ``tempfile.mkdtemp`` folder per example (thousands a run). Inside pytest's base temp
+    folder they go away with it, as pytest prunes old runs; in /tmp they piled up by the thousand."""
+    import tempfile
+
+    old = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("fuzz-temp"))
+    yield
+    tempfile.tempdir = old
+
+
 def _counts_path(config: pytest.Config) -> Path:
     if explicit := os.environ.get("TAILOR_FUZZ_COUNTS"):
         return Path(explicit)

@@ -1,8 +1,9 @@
-"""`tailor rag ingest | query | eval | calibrate | make-sft-data | system`: build an index and use it."""
+"""`tailor rag ingest | query | eval | tune | calibrate | make-sft-data | system`: build an index and use it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ def eval_cmd(
         idx.close()
     if out:
         atomic_write_json(out, result)
-    summary = {"n": result["n"], "metrics": result["metrics"], "latency_ms": result["latency_ms"]}
+    summary = {k: result[k] for k in ("n", "metrics", "latency_ms", "context_chars@5")}
     if as_json:
         print_json(summary)
         return
@@ -200,7 +201,60 @@ def eval_cmd(
         table.add_row(name, f"{m['value']:.3f}", f"[{m['low']:.3f}, {m['high']:.3f}]")
     console.print(table)
     lat = result["latency_ms"]
-    console.print(f"query latency p50 {lat['p50']:.1f} ms · p95 {lat['p95']:.1f} ms")
+    console.print(
+        f"query latency p50 {lat['p50']:.1f} ms · p95 {lat['p95']:.1f} ms · "
+        f"{result['context_chars@5']:,.0f} characters in the top 5"
+    )
+
+
+@app.command("tune")
+def tune_cmd(
+    questions: Path = typer.Argument(..., help="JSONL of TRAINING questions with gold (never the eval set)."),
+    docs: Path = typer.Option(..., "--docs", help="The documents to index (a file or folder)."),
+    index: Path = typer.Option(..., "--index", "-i", help="Where the tuned index goes (a directory)."),
+    k: int = typer.Option(5, "--k", "-k", help="Passages the answer step reads: the objective is recall@k."),
+    max_chars_per_hit: int = typer.Option(
+        2400, "--max-chars-per-hit", help="Cap on the mean characters per hit (wider windows always find more)."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Replace an index already at --index."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Search chunking, fusion, candidates, MMR and neighbour expansion on training questions; build the best index.
+
+    The report (tune.md, tune.json) is written into the index folder; its index.yaml holds the tuned retrieval
+    settings, which every query, eval and System on the index then uses.
+    """
+    from tailorlm.core.io import atomic_write_json, atomic_write_text
+    from tailorlm.rag.evaluation import load_queries
+    from tailorlm.rag.tune import TuneSpace, adopt, report_markdown, tune
+
+    if not docs.exists():
+        raise TailorError(f"documents not found: {docs}")
+    if index.exists() and any(index.iterdir()) and not replace:
+        raise TailorError(f"{index} already exists", hint="pass --replace to rebuild it tuned, or a new --index")
+    queries = load_queries(questions)
+    work = index.parent / f".{index.name}.tune-work"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        result = tune(docs, queries, work, space=TuneSpace(max_chars_per_hit=max_chars_per_hit), k=k,
+                      progress=not as_json)  # fmt: skip
+        adopt(result, work, index)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_json(index / "tune.json", result.as_json())
+    atomic_write_text(index / "tune.md", report_markdown(result))
+    if as_json:
+        print_json({key: v for key, v in result.as_json().items() if key != "trials"})
+        return
+    table = Table(title=f"retrieval tuned on {result.n_questions} questions ({result.seconds:.0f} s)")
+    for col in ("", "chunking", "settings", f"recall@{k}", f"adjacent@{k}", f"chars in top {k}"):
+        table.add_column(col)
+    for label, t in (("default", result.default), ("tuned", result.best)):
+        settings = ", ".join(f"{a}={b}" for a, b in t.settings.items()) or "defaults"
+        table.add_row(label, t.chunking, escape(settings), f"{t.recall:.3f}", f"{t.recall_adjacent:.3f}",
+                      f"{t.context_chars:,.0f}")  # fmt: skip
+    console.print(table)
+    console.print(f"→ {index} (report: {index / 'tune.md'})")
 
 
 @app.command("calibrate")

@@ -205,8 +205,12 @@ class RetrieverSpec(_PathResolving):
 
     index: str = Field(description="Index directory (LanceDB; relative to system.yaml) or a postgresql:// URL.")
     top_k: int = Field(5, ge=1, description="Passages retrieved per question.")
-    mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Which signals rank the passages.")
-    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="Diversify with MMR (1 = relevance only).")
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(
+        None, description="Which signals rank the passages; default: the index's (hybrid, or what `rag tune` chose)."
+    )
+    mmr_lambda: float | None = Field(
+        None, ge=0.0, le=1.0, description="Diversify with MMR (1 = relevance only); default: the index's."
+    )
     reranker: str | None = Field(None, description="A CrossEncoder folder, or 'llm' to score with the System's model.")
     where: dict[str, Any] = Field(default_factory=dict, description="Metadata filter: {field: value or [values]}.")
     max_context_tokens: int | None = Field(

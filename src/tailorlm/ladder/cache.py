@@ -87,6 +87,8 @@ def data_fingerprints(task: Task, uses: set[str]) -> dict[str, str]:
 def rung_key(task: Task, rung: str, model: str, config_keys: tuple[str, ...], uses: set[str]) -> str:
     """The content key of ``rung`` on ``task``: equal keys mean an equal result."""
     ladder = task.ladder.model_dump(mode="json")
+    if "documents" in uses and task.train is not None and task.ladder.rag.tune:
+        uses = uses | {"train"}  # the index is tuned on the training questions: they decide what is retrieved
     content = {
         "rung": rung,
         "model": model,

@@ -42,8 +42,16 @@ class OptimizeRungConfig(StrictModel):
 
 class RagRungConfig(StrictModel):
     top_k: int = Field(3, ge=1, description="Passages retrieved per question.")
-    mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Which signals rank the passages.")
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(
+        None, description="Which signals rank the passages; default: the index's (tuned, or hybrid)."
+    )
     chunk_tokens: int | None = Field(None, ge=16, description="Max tokens per chunk; default: the index's.")
+    tune: bool = Field(
+        True,
+        description="Tune retrieval (chunking, fusion, expansion) on the training questions with references "
+        "(`tailor rag tune`), never the eval set; its time counts in the RAG rungs' build time.",
+    )
+    tune_questions: int = Field(200, ge=10, description="Training questions the tuning uses at most (seeded sample).")
 
 
 class SftRungConfig(StrictModel):

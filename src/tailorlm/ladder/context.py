@@ -139,22 +139,76 @@ class LadderContext:
         if self.config.rag.chunk_tokens:
             config.chunking.max_tokens = self.config.rag.chunk_tokens
             config = IndexConfig.model_validate(config.model_dump())
+        options = ReaderOptions(include=list(docs.include), exclude=list(docs.exclude))
+        previous = json.loads(record.read_text()) if record.is_file() else None
+        queries = self._tune_queries()
+        tune_key = _tune_key(queries, self.task.resolve(docs.path), self.config.rag) if queries else None
         start = time.perf_counter()
-        idx = Index.open(str(location), config, create=True)
+        tuned = False
+        if tune_key is not None and (previous or {}).get("tune_key") != tune_key:
+            self._tune_index(location, config, queries, options)
+            tuned = True
+        # A tuned index carries its own chunking: open it with its config, not the defaults. An index left by a
+        # tuned run when tuning is now off (or impossible) is rebuilt with the defaults.
+        own = tune_key is not None and (location / "index.yaml").is_file()
+        if not own and (previous or {}).get("tune_key") and location.exists():
+            shutil.rmtree(location)
+        idx = Index.open(str(location), None if own else config, create=True)
         try:
-            options = ReaderOptions(include=list(docs.include), exclude=list(docs.exclude))
             report = ingest(idx, self.task.resolve(docs.path), options=options, sync=True, progress=self.progress)
+            report.chunks = idx.store.count_chunks()  # the index's, not only this ingest's new ones
         finally:
             idx.close()
         seconds = time.perf_counter() - start
         self.shared_spent_s += seconds
-        previous = json.loads(record.read_text()) if record.is_file() else None
-        if report.added or report.updated or report.deleted or previous is None:
-            atomic_write_json(record, {"seconds": seconds, "chunks": report.chunks})
+        if tuned or report.added or report.updated or report.deleted or previous is None:
+            atomic_write_json(record, {"seconds": seconds, "chunks": report.chunks, "tune_key": tune_key})
         else:
             seconds = float(previous["seconds"])  # reused: the build cost is what it cost to build
         self._index = IndexBuild(location=location, seconds=seconds, chunks=int(report.chunks))
         return self._index
+
+    def _tune_queries(self) -> list[Any]:
+        """The training questions with references, as retrieval queries (a seeded sample); none when tuning is off
+        or there are too few to decide anything."""
+        if not self.config.rag.tune or self.task.train is None:
+            return []
+        import random
+
+        from tailorlm.ladder.training_data import gold_ids, question, reference_text
+        from tailorlm.rag.evaluation import RetrievalQuery
+
+        queries = []
+        for ex in self.train_examples():
+            ref = reference_text(ex)
+            doc_ids, gold = gold_ids(ex)
+            refs = [r for r in (ex.reference if isinstance(ex.reference, list) else [ref]) if r]
+            if refs or gold or doc_ids:
+                queries.append(RetrievalQuery(ex.id, question(ex), [str(r) for r in refs], doc_ids, gold))
+        if len(queries) < 10:
+            return []
+        random.Random(self.task.seed).shuffle(queries)
+        return queries[: self.config.rag.tune_questions]
+
+    def _tune_index(self, location: Path, config: Any, queries: list[Any], options: Any) -> None:
+        from tailorlm.core.io import atomic_write_text
+        from tailorlm.rag.tune import TuneSpace, adopt, report_markdown, tune
+
+        docs = self.task.documents
+        assert docs is not None
+        space = TuneSpace()
+        if self.config.rag.chunk_tokens:  # the user fixed the chunk size: tune the rest
+            space.chunkings = [(config.chunking.max_tokens, config.chunking.overlap_tokens)]
+        work = self.dir / "index-tune-work"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            result = tune(self.task.resolve(docs.path), queries, work, base=config, space=space,
+                          k=self.config.rag.top_k, reader_options=options, progress=self.progress)  # fmt: skip
+            adopt(result, work, location)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        atomic_write_json(self.dir / "index-tune.json", result.as_json())
+        atomic_write_text(self.dir / "index-tune.md", report_markdown(result))
 
     # --- training ----------------------------------------------------------------------------------------------
 
@@ -296,3 +350,17 @@ def _resumable(pointer: Path, fingerprint: str) -> Path | None:
     if run_dir.is_dir() and latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
         return run_dir
     return None
+
+
+def _tune_key(queries: list[Any], docs: Path, rag: Any) -> str:
+    """What decides whether a tuned index is still right: the questions, the documents' files and the settings."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([[q.question, q.answers, q.doc_ids, q.gold] for q in queries]).encode())
+    files = sorted(docs.rglob("*")) if docs.is_dir() else [docs]
+    for f in files:
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(json.dumps([rag.top_k, rag.chunk_tokens, rag.tune_questions]).encode())
+    return h.hexdigest()[:16]

@@ -259,7 +259,17 @@ class OptimizedPrompt(Rung):
 def retriever(ctx: LadderContext) -> tuple[RetrieverSpec, Built]:
     index = ctx.index()
     spec = RetrieverSpec(index=str(index.location), top_k=ctx.config.rag.top_k, mode=ctx.config.rag.mode)
-    return spec, Built(System(), detail={"index": index.seconds}, shared_s=index.seconds, artifacts=[index.location])
+    built = Built(System(), detail={"index": index.seconds}, shared_s=index.seconds, artifacts=[index.location])
+    tuned = ctx.dir / "index-tune.json"
+    if ctx.config.rag.tune and tuned.is_file():
+        t = json.loads(tuned.read_text())
+        k, best = t["k"], t["best"]
+        settings = ", ".join(f"{a}={b}" for a, b in best["settings"].items()) or "default settings"
+        built.notes.append(
+            f"retrieval tuned on {t['questions']} training questions: recall@{k} {t['default'][f'recall@{k}']:.2f} "
+            f"→ {best[f'recall@{k}']:.2f} (chunks {best['chunking']}, {settings})"
+        )
+    return spec, built
 
 
 class Rag(Rung):

@@ -130,11 +130,12 @@ class RagAnswerer:
             from tailorlm.rag.rerank import LLMReranker
 
             reranker = LLMReranker(engine) if engine is not None else None
+        # Only what the System sets overrides the index's own retrieval settings (the defaults, or tuned ones).
+        overrides = {"mode": self.spec.mode, "mmr_lambda": self.spec.mmr_lambda}
         self.retriever = self.index.retriever(
             top_k=self.spec.top_k,
-            mode=self.spec.mode,
-            mmr_lambda=self.spec.mmr_lambda,
             reranker=None if self.spec.reranker == "llm" else self.spec.reranker,
+            **{key: v for key, v in overrides.items() if v is not None},
         )
         if reranker is not None:
             self.retriever.reranker = reranker

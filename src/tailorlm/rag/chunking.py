@@ -209,8 +209,36 @@ class _Section:
     path: str  # "Install > Linux"
 
 
+# Plain-text headings (man pages, papers, text exported from PDF or Word): a line at column 0 that starts a
+# paragraph and reads as a title: numbered ("2.1 Results", "IV. METHODS") or all capitals ("DESCRIPTION").
+_PLAIN_HEADING = re.compile(
+    r"(?:\A|(?<=\n\n))(?P<title>(?P<num>(?:\d{1,2}(?:\.\d{1,2}){0,3}\.?|[IVX]{1,5}\.)[ \t]+)?[A-Z][^\n]{1,78})$",
+    re.M,
+)
+_NOT_A_TITLE_END = (".", ",", ";", ":", "!", "?")
+
+
+def _plain_heads(text: str) -> list[tuple[int, int, int, str]]:
+    """Headings of a text without Markdown ones: conservative, since a false heading only splits a section."""
+    heads = []
+    for m in _PLAIN_HEADING.finditer(text):
+        title = m.group("title").rstrip()
+        words = title.split()
+        if title.endswith(_NOT_A_TITLE_END) or len(words) > 10:
+            continue
+        letters = [c for c in title if c.isalpha()]
+        numbered = m.group("num") is not None and len(words) >= 2
+        if not numbered and not (len(letters) >= 3 and all(c.isupper() for c in letters)):
+            continue
+        num = (m.group("num") or "").strip().rstrip(".")
+        level = num.count(".") + 1 if numbered and num[:1].isdigit() else 1  # "2.1" sits under "2"
+        heads.append((m.start("title"), m.end("title"), level, title))
+    return heads
+
+
 def _sections(text: str) -> list[_Section]:
-    """Markdown sections by ATX heading, skipping '#' lines inside fenced code (shell comments are not headings)."""
+    """Markdown sections by ATX heading, skipping '#' lines inside fenced code (shell comments are not headings);
+    in a text with no Markdown heading, plain-text headings (``_plain_heads``)."""
     heads: list[tuple[int, int, int, str]] = []  # (line start, line end, level, title)
     fence: str | None = None
     for m in _HEADING_OR_FENCE.finditer(text):
@@ -223,6 +251,8 @@ def _sections(text: str) -> list[_Section]:
         elif fence is None:
             title = _CLOSING_HASHES.sub("", text[m.end("hashes") : m.end()].strip()).strip()
             heads.append((m.start(), m.end(), len(m.group("hashes")), title))
+    if not heads:
+        heads = _plain_heads(text)
 
     sections = []
     first = heads[0][0] if heads else len(text)

@@ -1,10 +1,15 @@
 """Retrieval metrics (recall@k, MRR, nDCG@k against gold passages or answer spans) and answer-side RAG metrics
 (citation precision, abstention), each with a bootstrap CI like every other metric in tailorlm.
 
-Relevance of a retrieved chunk to a question, in order of precision:
-1. ``gold`` spans ``{"doc_id", "start", "end"}``: the chunk overlaps the answer's span in that document;
-2. ``doc_ids``: the chunk comes from a gold document;
-3. ``answers`` only: the chunk's text contains an answer string (normalized as in SQuAD).
+Relevance of a retrieved chunk to a question ("strict": one returned chunk holds the whole answer), in order of
+precision:
+1. ``gold`` spans ``{"doc_id", "start", "end"}``: the chunk's span contains the answer's span in that document;
+2. ``answers`` (with ``doc_ids``, from those documents): the chunk's text contains an answer string (normalized
+   as in SQuAD);
+3. ``doc_ids`` only: the chunk comes from a gold document.
+
+An answer longer than a chunk, or one cut by a chunk boundary, is found by no single chunk. The "adjacent" measure
+(``recall_adjacent@k``) also credits it when returned chunks of one document that touch or overlap hold it together.
 
 RAFT training data (``sft_data.py``) goes further for records with answers only: ``rag.gold`` finds the chunk
 holding the answer also across chunk boundaries and, for long answers, by token overlap.
@@ -38,15 +43,46 @@ class RetrievalQuery:
     gold: list[dict[str, Any]] = field(default_factory=list)
 
     def relevant(self, chunk: StoredChunk) -> bool:
+        return self._holds(chunk.doc_id, chunk.start, chunk.end, chunk.text)
+
+    def relevant_adjacent(self, chunks: Sequence[StoredChunk]) -> bool:
+        """Whether these returned chunks hold the answer, one alone or several adjacent ones of a document joined."""
+        return any(self._holds(doc_id, a, b, text) for doc_id, a, b, text in join_adjacent(chunks))
+
+    def _holds(self, doc_id: str, start: int, end: int, text: str) -> bool:
         if self.gold:
-            return any(
-                g["doc_id"] == chunk.doc_id and chunk.start < int(g["end"]) and int(g["start"]) < chunk.end
-                for g in self.gold
-            )
-        if self.doc_ids:
-            return chunk.doc_id in self.doc_ids
-        text = f" {normalize_answer(chunk.text)} "
-        return any(f" {normalize_answer(a)} " in text for a in self.answers if normalize_answer(a))
+            return any(g["doc_id"] == doc_id and start <= int(g["start"]) and int(g["end"]) <= end for g in self.gold)
+        if self.doc_ids and doc_id not in self.doc_ids:
+            return False
+        if not self.answers:
+            return True
+        norm = f" {normalize_answer(text)} "
+        return any(f" {normalize_answer(a)} " in norm for a in self.answers if normalize_answer(a))
+
+
+# Adjacent chunks abut across the whitespace between them: a paragraph break, or a few blank lines.
+_MAX_JOIN_GAP = 8
+
+
+def join_adjacent(chunks: Sequence[StoredChunk]) -> list[tuple[str, int, int, str]]:
+    """(doc_id, start, end, text) of each run of chunks of one document that overlap or touch; texts are joined
+    by their offsets (overlaps kept once, a gap filled with a space)."""
+    runs: list[tuple[str, int, int, str]] = []
+    by_doc: dict[str, list[StoredChunk]] = {}
+    for c in chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    for doc_id, group in by_doc.items():
+        group = sorted(group, key=lambda c: (c.start, c.end))
+        start, end, text = group[0].start, group[0].end, group[0].text
+        for c in group[1:]:
+            if c.start > end + _MAX_JOIN_GAP:
+                runs.append((doc_id, start, end, text))
+                start, end, text = c.start, c.end, c.text
+            elif c.end > end:
+                text += " " + c.text if c.start >= end else c.text[end - c.start :]
+                end = c.end
+        runs.append((doc_id, start, end, text))
+    return runs
 
 
 def load_queries(path: str | Path) -> list[RetrievalQuery]:
@@ -123,12 +159,20 @@ def evaluate_retrieval(
                 "id": q.id,
                 "first_relevant_rank": first,
                 **{f"recall@{k}": float(first is not None and first <= k) for k in ks},
+                **{
+                    f"recall_adjacent@{k}": float(
+                        (first is not None and first <= k) or q.relevant_adjacent([h.chunk for h in hits[:k]])
+                    )
+                    for k in ks
+                },
+                "context_chars@5": sum(len(h.chunk.text) for h in hits[:5]),
                 "mrr": 1.0 / first if first else 0.0,
                 **{f"ndcg@{k}": _ndcg(rels, k) for k in ks},
             }
         )
     metrics = {}
-    for name in [*(f"recall@{k}" for k in ks), "mrr", *(f"ndcg@{k}" for k in ks)]:
+    names = [*(f"recall@{k}" for k in ks), *(f"recall_adjacent@{k}" for k in ks), "mrr", *(f"ndcg@{k}" for k in ks)]
+    for name in names:
         ci = bootstrap_ci([p[name] for p in per_query])
         metrics[name] = {"value": ci["mean"], "low": ci["low"], "high": ci["high"]}
     lat = np.array(latencies) * 1000
@@ -136,6 +180,8 @@ def evaluate_retrieval(
         "n": len(queries),
         "metrics": metrics,
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
+        # What the answer step reads: the characters of the top 5 chunks (windows, with neighbour expansion).
+        "context_chars@5": float(np.mean([p["context_chars@5"] for p in per_query])),
         "per_query": per_query,
     }
 

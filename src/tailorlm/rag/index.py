@@ -80,8 +80,13 @@ class Index:
 
     def retriever(self, config: RetrievalConfig | None = None, **overrides: Any) -> Retriever:
         cfg = (config or self.config.retrieval).model_copy(update=overrides)
-        reranker = build_reranker(cfg.reranker) if cfg.reranker else None
-        return Retriever(self.store, self.embedder.embed, cfg, reranker)
+        reranker = build_reranker(cfg.reranker, cfg.query_model) if cfg.reranker else None
+        transform = None
+        if cfg.query_transform is not None:
+            from tailorlm.rag.rerank import QueryTransform
+
+            transform = QueryTransform(cfg.query_transform, cfg.query_model)
+        return Retriever(self.store, self.embedder.embed, cfg, reranker, transform)
 
     def close(self) -> None:
         self.store.close()
@@ -121,10 +126,15 @@ def _write_config(location: str, config: IndexConfig) -> None:
         atomic_write_yaml(Path(location) / INDEX_CONFIG, data)
 
 
-def build_reranker(spec: str) -> Any:
-    """A CrossEncoder folder → its scores; 'llm' is built by the caller that holds an Engine."""
+def build_reranker(spec: str, query_model: str = "default") -> Any:
+    """A CrossEncoder folder or ``likelihood[:MODEL]`` → its scores; 'llm' is built by the caller that holds an
+    Engine."""
     if spec == "llm":
         raise ConfigError("reranker 'llm' needs an engine; use tailorlm.rag.rerank.LLMReranker(engine)")
+    if spec == "likelihood" or spec.startswith("likelihood:"):
+        from tailorlm.rag.rerank import LikelihoodReranker
+
+        return LikelihoodReranker(spec.partition(":")[2] or query_model)
     from tailorlm.rag.rerank import CrossEncoderReranker
 
     return CrossEncoderReranker(spec)

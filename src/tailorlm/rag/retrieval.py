@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -40,8 +41,20 @@ class RetrievalConfig(StrictModel):
     mmr_lambda: float | None = Field(
         None, ge=0.0, le=1.0, description="Maximal marginal relevance: 1 = relevance only; None = off."
     )
-    reranker: str | None = Field(None, description="A sentence-transformers CrossEncoder folder, or 'llm'.")
+    reranker: str | None = Field(
+        None, description="A CrossEncoder folder, 'llm' (the System's model rates), or 'likelihood[:MODEL]' (UPR)."
+    )
+    query_transform: Literal["hyde", "rewrite"] | None = Field(
+        None, description="Search with a hypothetical answer (hyde) or a rewritten query, written by query_model."
+    )
+    query_model: str = Field("default", description="The causal LM of likelihood reranking and query transforms.")
     rerank_top: int = Field(20, ge=1, description="Fused candidates the reranker rescores.")
+    neighbours: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Return each hit with this many adjacent chunks on each side (match small, read a window).",
+    )
 
 
 def quantize_sentences(vectors: np.ndarray) -> np.ndarray:
@@ -74,11 +87,13 @@ class Retriever:
         embed: Callable[[Sequence[str]], np.ndarray],
         config: RetrievalConfig | None = None,
         reranker: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
+        transform: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.embed = embed
         self.config = config or RetrievalConfig()
         self.reranker = reranker
+        self.transform = transform
         self._executor: ThreadPoolExecutor | None = None
 
     def retrieve(
@@ -89,8 +104,13 @@ class Retriever:
         n = max(cfg.candidates, k)
         # The full-text search runs in a thread while the query is embedded and the dense search runs: both
         # stores do their work outside the GIL, so the two sides overlap instead of adding up.
+        dense_query = query
+        if self.transform is not None and cfg.query_transform is not None:
+            dense_query = self.transform(query)
+            if cfg.query_transform == "rewrite":
+                query = dense_query
         pending = self._pool().submit(self.store.lexical_search, query, n, where) if cfg.mode != "dense" else None
-        qvec = self.embed([query])[0] if cfg.mode != "lexical" else None
+        qvec = self.embed([dense_query])[0] if cfg.mode != "lexical" else None
         dense = self.store.dense_search(qvec, n, where) if qvec is not None else []
         lexical = pending.result() if pending is not None else []
         hits = self._fuse(cfg, qvec, dense, lexical, n)
@@ -98,7 +118,7 @@ class Retriever:
             hits = self._rerank(query, hits[: cfg.rerank_top]) + hits[cfg.rerank_top :]
         if cfg.mmr_lambda is not None and qvec is not None:
             hits = mmr(hits, cfg.mmr_lambda, k)
-        hits = hits[:k]
+        hits = expand(self.store, hits, cfg.neighbours, k) if cfg.neighbours else hits[:k]
         for i, h in enumerate(hits, 1):
             h.rank = i
         return hits
@@ -155,6 +175,65 @@ class Retriever:
             h.scores["rerank"] = float(s)
             h.score = float(s)
         return sorted(hits, key=lambda h: -h.score)
+
+
+def expand(store: Store, hits: list[Hit], neighbours: int, k: int) -> list[Hit]:
+    """The top ``k`` hits, each widened to its chunk plus ``neighbours`` adjacent chunks on each side.
+
+    Small chunks rank precisely (one topic each); the answer to a question often needs the sentences around the
+    matching one. A hit whose chunk already lies inside a higher-ranked hit's window is dropped for the next one,
+    so ``k`` windows cover ``k`` different places. One store lookup fetches the neighbours of every candidate.
+    """
+    pool = hits[: 2 * k + 2]  # enough to refill the dropped ones in all but degenerate cases
+    wanted = []
+    for h in pool:
+        doc, idx = _split_chunk_id(h.chunk.chunk_id)
+        wanted += [f"{doc}#{i}" for i in range(max(0, idx - neighbours), idx + neighbours + 1)]
+    by_id = {c.chunk_id: c for c in store.read_chunks(wanted)}
+    out: list[Hit] = []
+    for h in pool:
+        c = h.chunk
+        if any(o.chunk.doc_id == c.doc_id and o.chunk.start <= c.start and c.end <= o.chunk.end for o in out):
+            continue
+        doc, idx = _split_chunk_id(c.chunk_id)
+        parts = [by_id.get(f"{doc}#{i}") for i in range(idx - neighbours, idx + neighbours + 1)]
+        window = _stitch([p if p is not None else (c if i == neighbours else None) for i, p in enumerate(parts)])
+        out.append(Hit(chunk=window, score=h.score, scores=h.scores, core=(c.start, c.end)))
+        if len(out) == k:
+            break
+    return out
+
+
+def _split_chunk_id(chunk_id: str) -> tuple[str, int]:
+    doc, _, idx = chunk_id.rpartition("#")
+    return doc, int(idx)
+
+
+def _stitch(parts: Sequence[StoredChunk | None]) -> StoredChunk:
+    """Adjacent chunks of one document as one span. Chunks overlap (whole sentences) or abut across whitespace;
+    a gap is filled with as many whitespace characters as it spans, so ``start``/``end`` stay document offsets."""
+    core = parts[len(parts) // 2]
+    assert core is not None
+    run = [core]
+    for p in reversed(parts[: len(parts) // 2]):  # stop at a missing neighbour: a window never has holes
+        if p is None:
+            break
+        run.insert(0, p)
+    for p in parts[len(parts) // 2 + 1 :]:
+        if p is None:
+            break
+        run.append(p)
+    if len(run) == 1:
+        return core
+    text, end = run[0].text, run[0].end
+    for p in run[1:]:
+        if p.start >= end:
+            gap = p.start - end
+            text += ("\n" * gap if gap > 1 else " " * gap) + p.text
+        elif p.end > end:
+            text += p.text[end - p.start :]
+        end = max(end, p.end)
+    return replace(core, text=text, start=run[0].start, end=end)
 
 
 def mmr(hits: list[Hit], lam: float, k: int) -> list[Hit]:

@@ -140,7 +140,8 @@ def make_sft_records(
         if not q.answers:
             counts["skipped_no_answer"] += 1
             continue
-        hits = retriever.retrieve(q.question, k=depth)
+        # Chunks, not windows: the gold finder reasons about single chunks and stitches their neighbours itself.
+        hits = retriever.retrieve(q.question, k=depth, neighbours=0)
         if q.gold or q.doc_ids:
             counts["gold_given"] += 1
             gold = [h for h in hits if q.relevant(h.chunk)]

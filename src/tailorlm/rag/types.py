@@ -80,6 +80,8 @@ class Hit:
     score: float
     scores: dict[str, float] = field(default_factory=dict)
     rank: int = 0
+    # With neighbour expansion, ``chunk`` is the window and this is the (start, end) of the chunk that matched.
+    core: tuple[int, int] | None = None
 
     def as_json(self) -> dict[str, Any]:
         c = self.chunk
@@ -96,4 +98,5 @@ class Hit:
             "end": c.end,
             "text": c.text,
             "metadata": c.metadata,
+            **({"match_start": self.core[0], "match_end": self.core[1]} if self.core else {}),
         }

@@ -97,6 +97,12 @@ def test_every_rung_init_promises_builds_its_data_raft_gold_from_long_documents(
 
     index = ctx.index()
     assert index.chunks >= 2 * len(TOPICS), index  # long documents: several chunks each
+    # Retrieval was tuned on the 17 training questions (never the 8 eval ones), inside the index build's time.
+    tuned = json.loads((tmp_path / "ladder" / "index-tune.json").read_text())
+    assert tuned["questions"] == 17 and tuned["k"] == task.ladder.rag.top_k
+    assert tuned["best"][f"recall@{tuned['k']}"] >= tuned["default"][f"recall@{tuned['k']}"]
+    assert (index.location / "index.yaml").is_file() and not (tmp_path / "ladder" / "index-tune-work").exists()
+    assert ctx.index() is index  # built once per ladder
     records = RagLora().training_records(ctx)
     counts = ctx.records["rag-lora/counts"][0]
     # Every answer that is in the papers is matched to its passage; the one that is not is skipped and counted.

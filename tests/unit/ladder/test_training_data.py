@@ -155,6 +155,10 @@ def ladder_prepares(name: str, ctx: LadderContext) -> bool:
         if name == "head":
             head = Head()
             return len(head.labels(ctx)) >= 2 and bool(head.training_records(ctx))
+        if name == "constrained-labels":  # the label set comes from the training references
+            from tailorlm.ladder.tool_rungs import ConstrainedLabels
+
+            return len(ConstrainedLabels().prepare(ctx)) >= 2
         return True  # zero-shot, chain-of-thought, rag: no training data
     except TailorError:
         return False

@@ -1,4 +1,5 @@
-"""Fusion, max-sim rescoring and MMR on a tiny in-memory store (the real stores have their own suite)."""
+"""Fusion, max-sim rescoring and MMR on a tiny in-memory store (the real stores have their own suite); windows of
+neighbours are tested in test_expansion_and_hits.py."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def test_hybrid_fusion_combines_both_signals() -> None:
     lexical_only = chunk("lex#0", [unit(0, 1, 0)])
     both = chunk("both#0", [unit(1, 0.3, 0)])
     store = ListStore([dense_only, lexical_only, both], {"lex#0": 9.0, "both#0": 8.0, "dense#0": 0.5})
-    r = Retriever(store, lambda texts: np.stack([q] * len(texts)))
+    r = Retriever(store, lambda texts: np.stack([q] * len(texts)), RetrievalConfig(neighbours=0))
     hits = r.retrieve("q", k=3)
     assert hits[0].chunk.chunk_id == "both#0"
     assert [h.rank for h in hits] == [1, 2, 3]
@@ -87,7 +88,7 @@ def test_candidate_missing_from_a_cut_lexical_list_gets_its_floor() -> None:
     q = unit(1, 0, 0)
     a, b, c = chunk("a#0", [unit(1, 0, 0)]), chunk("b#0", [unit(0.9, 0.4, 0)]), chunk("c#0", [unit(0.8, 0.6, 0)])
     store = ListStore([a, b, c], {"b#0": 3.0, "c#0": 2.0})
-    hits = Retriever(store, lambda t: np.stack([q]), RetrievalConfig(candidates=2)).retrieve("q", k=2)
+    hits = Retriever(store, lambda t: np.stack([q]), RetrievalConfig(candidates=2, neighbours=0)).retrieve("q", k=2)
     assert {h.chunk.chunk_id: h.scores["lexical"] for h in hits}["a#0"] == 2.0  # list cut at 2: at most the last
 
 
@@ -95,7 +96,7 @@ def test_candidate_missing_from_a_short_lexical_list_matched_nothing() -> None:
     q = unit(1, 0, 0)
     a, b = chunk("a#0", [unit(1, 0, 0)]), chunk("b#0", [unit(0.9, 0.4, 0)])
     store = ListStore([a, b], {"b#0": 3.0})  # only b matched a query term
-    hits = Retriever(store, lambda t: np.stack([q])).retrieve("q", k=2)
+    hits = Retriever(store, lambda t: np.stack([q]), RetrievalConfig(neighbours=0)).retrieve("q", k=2)
     assert {h.chunk.chunk_id: h.scores["lexical"] for h in hits}["a#0"] == 0.0
 
 
@@ -109,5 +110,5 @@ def test_mmr_prefers_a_novel_passage_over_a_near_duplicate() -> None:
 
 
 def test_empty_store_returns_nothing() -> None:
-    r = Retriever(ListStore([], {}), lambda t: np.stack([unit(1, 0, 0)]), RetrievalConfig())
+    r = Retriever(ListStore([], {}), lambda t: np.stack([unit(1, 0, 0)]), RetrievalConfig(neighbours=0))
     assert r.retrieve("anything") == []

@@ -53,7 +53,7 @@ class Retriever:
     def __init__(self) -> None:
         self.store = Store()
 
-    def retrieve(self, question: str, k: int = 5) -> list[Hit]:
+    def retrieve(self, question: str, k: int = 5, **overrides: object) -> list[Hit]:
         words = set(question.lower().split())
         scored = [(len(words & set(c.text.lower().rstrip(".").split())), c) for c in CHUNKS]
         ranked = sorted((s for s in scored if s[0]), key=lambda s: -s[0])[:k]

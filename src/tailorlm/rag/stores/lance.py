@@ -415,6 +415,8 @@ class LanceStore:
                 self._chunks.create_index("doc_id", config=BTree())  # deletes and doc_id filters
             if ("source",) not in indexed:
                 self._chunks.create_index("source", config=BTree())
+            if ("chunk_id",) not in indexed:
+                self._chunks.create_index("chunk_id", config=BTree())  # neighbour expansion reads chunks by id
         # Compaction, plus folding rows written since the last build into the FTS and ANN indexes.
         self._chunks.optimize()
         self._documents.optimize()
