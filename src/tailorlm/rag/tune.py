@@ -12,9 +12,10 @@ fusion weights than manuals or papers), so a task that has training questions wi
 
 The objective is strict recall@k: one returned chunk (or window) holds the whole answer, the criterion a reader of
 the top k sees. Returning more text always finds more, so the context the answer step reads is capped
-(``max_chars_per_hit``: 2,400 characters per hit on average, about 600 tokens) and ties go to the smaller context. A setting must beat
-the current one by at least one question to be taken: with a few dozen questions smaller gains are noise, and the
-defaults win ties. Only the questions given are used; a task's eval set never reaches this module.
+(``max_chars_per_hit``: 2,400 characters per hit on average, about 600 tokens) and ties go to the smaller
+context. A setting must beat the current one by at least one question to be taken: with a few dozen questions
+smaller gains are noise, and the defaults win ties. Only the questions given are used; a task's eval set never
+reaches this module.
 """
 
 from __future__ import annotations
