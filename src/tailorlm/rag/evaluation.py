@@ -4,9 +4,8 @@
 Relevance of a retrieved chunk to a question ("strict": one returned chunk holds the whole answer), in order of
 precision:
 1. ``gold`` spans ``{"doc_id", "start", "end"}``: the chunk's span contains the answer's span in that document;
-2. ``answers`` (with ``doc_ids``, from those documents): the chunk's text contains an answer string (normalized
-   as in SQuAD);
-3. ``doc_ids`` only: the chunk comes from a gold document.
+2. ``doc_ids``: the chunk comes from a gold document (the user named documents, not spans);
+3. ``answers`` only: the chunk's text contains an answer string (normalized as in SQuAD).
 
 An answer longer than a chunk, or one cut by a chunk boundary, is found by no single chunk. The "adjacent" measure
 (``recall_adjacent@k``) also credits it when returned chunks of one document that touch or overlap hold it together.
@@ -52,10 +51,8 @@ class RetrievalQuery:
     def _holds(self, doc_id: str, start: int, end: int, text: str) -> bool:
         if self.gold:
             return any(g["doc_id"] == doc_id and start <= int(g["start"]) and int(g["end"]) <= end for g in self.gold)
-        if self.doc_ids and doc_id not in self.doc_ids:
-            return False
-        if not self.answers:
-            return True
+        if self.doc_ids:
+            return doc_id in self.doc_ids
         norm = f" {normalize_answer(text)} "
         return any(f" {normalize_answer(a)} " in norm for a in self.answers if normalize_answer(a))
 

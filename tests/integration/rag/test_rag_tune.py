@@ -83,6 +83,8 @@ def test_tune_builds_the_best_index_and_records_its_settings(tmp_path: Path) -> 
         assert f"{idx.config.chunking.max_tokens}-{idx.config.chunking.overlap_tokens}" in report["best"]["chunking"]
         hits = idx.retriever().retrieve("Which flag hides the mailer's summary line?")
         assert len(hits) == 2 and "--quiet" in " ".join(h.chunk.text for h in hits)
+        # A quoted phrase is no phrase query (LanceDB's index has no positions and raised): the same OR search.
+        assert idx.retriever().retrieve('Which flag hides the "mailer summary line"?')
     finally:
         idx.close()
     # Plain-text headings became sections: every chunk knows its heading.

@@ -80,15 +80,15 @@ def test_strict_hits_need_the_whole_answer_in_one_chunk(paragraphs: tuple[Docume
     answer = "Beta two.\n\nGamma one."  # straddles chunks 1 and 2
     start = TEXT.index(answer)
     by_span = RetrievalQuery("q", "?", gold=[{"doc_id": "d.md", "start": start, "end": start + len(answer)}])
-    by_text = RetrievalQuery("q", "?", answers=["Beta two. Gamma one."], doc_ids=["d.md"])
+    by_text = RetrievalQuery("q", "?", answers=["Beta two. Gamma one."])
     for q in (by_span, by_text):
         assert not q.relevant(chunks[1]) and not q.relevant(chunks[2])
         assert q.relevant_adjacent([chunks[2], chunks[0], chunks[1]])
         assert not q.relevant_adjacent([chunks[0], chunks[2]])
     inside = RetrievalQuery("q", "?", gold=[{"doc_id": "d.md", "start": 24, "end": 30}])
     assert inside.relevant(chunks[1])
-    wrong_doc = RetrievalQuery("q", "?", answers=["Beta two."], doc_ids=["other.md"])
-    assert not wrong_doc.relevant(chunks[1])
+    by_doc = RetrievalQuery("q", "?", answers=["Beta two."], doc_ids=["other.md"])  # named documents decide
+    assert not by_doc.relevant(chunks[1]) and RetrievalQuery("q", "?", doc_ids=["d.md"]).relevant(chunks[0])
 
 
 def test_join_adjacent_keeps_separate_runs_apart(paragraphs: tuple[Document, list[StoredChunk]]) -> None:

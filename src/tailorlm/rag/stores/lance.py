@@ -304,6 +304,9 @@ class LanceStore:
         return hits
 
     def lexical_search(self, query: str, k: int, where: Filter | None = None) -> list[tuple[StoredChunk, float]]:
+        # Double quotes would make a phrase query, which the index (built without positions) rejects with an
+        # error: a user's question that quotes a phrase must still search, as the OR query below.
+        query = query.replace('"', " ")
         if not query.strip():
             return []
         cond = where_sql(where)
