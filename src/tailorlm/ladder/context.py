@@ -142,7 +142,11 @@ class LadderContext:
         options = ReaderOptions(include=list(docs.include), exclude=list(docs.exclude))
         previous = json.loads(record.read_text()) if record.is_file() else None
         queries = self._tune_queries()
-        tune_key = _tune_key(queries, self.task.resolve(docs.path), self.config.rag) if queries else None
+        tune_key = (
+            _tune_key(queries, self.task.resolve(docs.path), list(docs.include), list(docs.exclude), self.config.rag)
+            if queries
+            else None
+        )
         start = time.perf_counter()
         tuned = False
         if tune_key is not None and (previous or {}).get("tune_key") != tune_key:
@@ -352,15 +356,12 @@ def _resumable(pointer: Path, fingerprint: str) -> Path | None:
     return None
 
 
-def _tune_key(queries: list[Any], docs: Path, rag: Any) -> str:
-    """What decides whether a tuned index is still right: the questions, the documents' files and the settings."""
+def _tune_key(queries: list[Any], docs: Path, include: list[str], exclude: list[str], rag: Any) -> str:
+    """What decides whether a tuned index is still right: the questions, the documents' bytes and the settings."""
     import hashlib
 
+    from tailorlm.ladder.cache import path_fingerprint
+
     h = hashlib.sha256(json.dumps([[q.question, q.answers, q.doc_ids, q.gold] for q in queries]).encode())
-    files = sorted(docs.rglob("*")) if docs.is_dir() else [docs]
-    for f in files:
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps([rag.top_k, rag.chunk_tokens, rag.tune_questions]).encode())
+    h.update(json.dumps([path_fingerprint(docs, include, exclude), rag.top_k, rag.chunk_tokens]).encode())
     return h.hexdigest()[:16]
