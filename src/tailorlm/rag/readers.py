@@ -253,12 +253,27 @@ def _markdown_title(text: str) -> str:
     return ""
 
 
+def _first_line_title(text: str) -> str:
+    """A plain text's first line when it reads as a title: a paragraph of one line, under 200 characters, not
+    ending like a sentence ("Attention Is All You Need", "tar(1) — an archiving utility"). A file name such as
+    ``paper-017`` says nothing, and the title is embedded with every sentence and searched with every chunk."""
+    stripped = text.lstrip()
+    first, _, rest = stripped.partition("\n")
+    first = first.strip()
+    if not first or len(first) > 200 or first.endswith((".", ",", ";", ":")):
+        return ""
+    if rest and rest.split("\n", 1)[0].strip():
+        return ""  # the first paragraph goes on: a sentence wrapped over lines, not a title
+    return first
+
+
 def _read_text(file: Path, source: str) -> Extracted:
     text = _decode(file.read_bytes(), source)
     if isinstance(text, ReadProblem):
         return text
-    # Plain text gets a Markdown title too: README.txt files often start with one.
-    return _markdown_title(text), text, {}
+    # Plain text gets a Markdown title too (README.txt files often start with one), else a title-like first line.
+    plain = file.suffix.lower() in (".txt", ".text")
+    return _markdown_title(text) or (_first_line_title(text) if plain else ""), text, {}
 
 
 # --- HTML ----------------------------------------------------------------------------------------------------

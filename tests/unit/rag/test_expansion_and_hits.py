@@ -141,3 +141,19 @@ def test_the_embedder_backend_follows_the_cpus_int8_instructions(
     assert embedding.auto_backend(folder) == expected
     (folder / "0_Transformer" / "config.json").write_text('{"model_type": "xlm-roberta"}')
     assert embedding.auto_backend(folder) == "torch"  # not an encoder the ONNX path is verified for
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [("Attention Is All You Need\n\nAbstract\nThe dominant models...", "Attention Is All You Need"),
+     ("tar(1) — an archiving utility\n\nNAME\n tar", "tar(1) — an archiving utility"),
+     ("This note starts with a sentence.\n\nMore.", ""),
+     ("A sentence wrapped\nover two lines without a blank line.\n", ""),
+     ("# Markdown title\n\nbody", "Markdown title")],
+)  # fmt: skip
+def test_plain_text_takes_a_title_like_first_line(text: str, title: str, tmp_path: Path) -> None:
+    from tailorlm.rag.readers import iter_documents
+
+    (tmp_path / "paper-017.txt").write_text(text, encoding="utf-8")
+    (doc,) = list(iter_documents(tmp_path))
+    assert doc.title == (title or "paper-017")
