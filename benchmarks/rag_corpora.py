@@ -152,7 +152,9 @@ def run_corpus(name: str, root: Path) -> dict[str, Any]:
         "tune_s": round(time.perf_counter() - t0, 1),
         "chunking": tuned.best.chunking,
         "settings": tuned.best.settings,
-        "train_recall@5": {"default": tuned.default.recall, "tuned": tuned.best.recall},
+        "train_recall@5": {"default": tuned.default.recall, "search_best": max(t.recall for t in tuned.trials)},
+        "adopted": tuned.best is not tuned.default,
+        "p_value": round(tuned.p_value, 4),
     }
     result["questions"] = {"train": len(train), "test": len(test)}
     return result

@@ -254,6 +254,8 @@ def tune_cmd(
         table.add_row(label, t.chunking, escape(settings), f"{t.recall:.3f}", f"{t.recall_adjacent:.3f}",
                       f"{t.context_chars:,.0f}")  # fmt: skip
     console.print(table)
+    if result.best is result.default:
+        console.print(f"kept the defaults: the search's best gain could be luck (sign test p = {result.p_value:.3f})")
     console.print(f"→ {index} (report: {index / 'tune.md'})")
 
 

@@ -157,3 +157,17 @@ def test_plain_text_takes_a_title_like_first_line(text: str, title: str, tmp_pat
     (tmp_path / "paper-017.txt").write_text(text, encoding="utf-8")
     (doc,) = list(iter_documents(tmp_path))
     assert doc.title == (title or "paper-017")
+
+
+def test_the_sign_test_that_guards_tuned_settings() -> None:
+    from tailorlm.rag.tune import MAX_P, sign_test
+
+    old = [False] * 4 + [True] * 56
+    assert sign_test(old, old) == 1.0
+    two = [True, True, *old[2:]]  # gains 2 questions, loses none: P(X >= 2 | n = 2) = 1/4, not enough
+    assert sign_test(two, old) == pytest.approx(0.25) and sign_test(two, old) >= MAX_P
+    four = [True] * 60  # gains all 4: 1/16
+    assert sign_test(four, old) == pytest.approx(1 / 16) and MAX_P > 1 / 16
+    mixed = [True] * 4 + [False, *old[5:]]  # gains 4, loses 1: (C(5,4) + C(5,5)) / 32 = 6/32
+    assert sign_test(mixed, old) == pytest.approx(6 / 32)
+    assert sign_test(old, four) == 1.0  # worse: never "significant"
