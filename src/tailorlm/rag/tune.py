@@ -281,7 +281,11 @@ def tune(
             builds.append((f"{size}-{overlap}" + ("" if contextual else "-plain"), cfg))
     trials: list[Trial] = []
     configs: dict[str, IndexConfig] = {}
-    for name, cfg in builds:
+    for i, (name, cfg) in enumerate(builds, 1):
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[dim]rag tune: chunking {name} ({i}/{len(builds)}), then query settings[/]")
         location = work / name
         idx = Index.open(str(location), cfg, create=True)
         try:
