@@ -249,7 +249,10 @@ def tune_cmd(
     table = Table(title=f"retrieval tuned on {result.n_questions} questions ({result.seconds:.0f} s)")
     for col in ("", "chunking", "settings", f"recall@{k}", f"adjacent@{k}", f"chars in top {k}"):
         table.add_column(col)
-    for label, t in (("default", result.default), ("tuned", result.best)):
+    rows = [("default", result.default), ("tuned", result.best)]
+    if result.search_best is not None and result.best is not result.search_best:
+        rows.append(("search's best, not adopted", result.search_best))  # what the sign test turned down
+    for label, t in rows:
         settings = ", ".join(f"{a}={b}" for a, b in t.settings.items()) or "defaults"
         table.add_row(label, t.chunking, escape(settings), f"{t.recall:.3f}", f"{t.recall_adjacent:.3f}",
                       f"{t.context_chars:,.0f}")  # fmt: skip

@@ -91,6 +91,7 @@ class TuneResult:
     n_questions: int = 0
     k: int = 5
     p_value: float = 1.0  # one-sided sign test of the search's best against the defaults, on the questions
+    search_best: Trial | None = None  # the search's best within the context cap, adopted or not
 
     def as_json(self) -> dict[str, Any]:
         def t(x: Trial) -> dict[str, Any]:
@@ -302,11 +303,12 @@ def tune(
     fitting = [t for t in trials if t.context_chars <= space.max_chars_per_hit * k] or [default]
     best = max(fitting, key=lambda t: t.key(n))
     p_value = sign_test(best.hits, default.hits)
+    search_best = best
     if best.key(n)[:2] <= default.key(n)[:2] or p_value >= MAX_P:
         best = default  # no gain, or one that a few lucky questions explain: keep the defaults
     chosen = configs[best.chunking].model_copy(deep=True)
     chosen.retrieval = RetrievalConfig.model_validate(base.retrieval.model_dump() | best.settings | {"top_k": k})
-    return TuneResult(best, default, chosen, trials, time.perf_counter() - started, n, k, p_value)
+    return TuneResult(best, default, chosen, trials, time.perf_counter() - started, n, k, p_value, search_best)
 
 
 def adopt(result: TuneResult, work: Path, location: Path) -> None:
