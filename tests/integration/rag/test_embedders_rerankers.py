@@ -88,3 +88,32 @@ def test_llm_reranker_asks_the_engine_once_per_passage(tiny_model_dir: Path) -> 
 
 def test_llm_reranker_score_parsing() -> None:
     assert _score("8") == 8.0 and _score("Score: 7.5/10") == 7.5 and _score("no idea") == 0.0
+
+
+def test_likelihood_reranker_scores_the_questions_mean_log_probability(tiny_model_dir: Path) -> None:
+    import torch
+
+    from tailorlm.rag.rerank import _UPR_PROMPT, LikelihoodReranker
+
+    reranker = LikelihoodReranker(str(tiny_model_dir), batch_size=2)
+    passages = ["The cat sat on the mat.", "Stocks fell sharply on Monday after the report.", "A third passage."]
+    scores = reranker("Where did the cat sit?", passages)
+    assert len(scores) == 3 and all(s < 0 for s in scores)
+    # By hand, one passage alone (no padding): the mean log-probability of the question's tokens after the prompt.
+    tok, model = reranker.tokenizer, reranker.model
+    prompt = tok(_UPR_PROMPT.format(passage=passages[1]), add_special_tokens=False)["input_ids"]
+    question = tok(" Where did the cat sit?", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + question])
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    expected = float(logp[-len(question) :].gather(-1, ids[0, -len(question) :, None]).mean())
+    assert scores[1] == pytest.approx(expected, abs=1e-4)  # padded in a batch of two, the same score
+
+
+def test_query_transforms_write_a_search_text(tiny_model_dir: Path) -> None:
+    from tailorlm.rag.rerank import QueryTransform
+
+    hyde = QueryTransform("hyde", str(tiny_model_dir), max_new_tokens=4)
+    assert hyde("Where did the cat sit?").startswith("Where did the cat sit?")
+    rewrite = QueryTransform("rewrite", str(tiny_model_dir), max_new_tokens=4)
+    assert isinstance(rewrite("Where did the cat sit?"), str) and rewrite("Where did the cat sit?")
