@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -224,25 +223,16 @@ def tune_cmd(
     The report (tune.md, tune.json) is written into the index folder; its index.yaml holds the tuned retrieval
     settings, which every query, eval and System on the index then uses.
     """
-    from tailorlm.core.io import atomic_write_json, atomic_write_text
     from tailorlm.rag.evaluation import load_queries
-    from tailorlm.rag.tune import TuneSpace, adopt, report_markdown, tune
+    from tailorlm.rag.tune import TuneSpace, tune_index
 
     if not docs.exists():
         raise TailorError(f"documents not found: {docs}")
     if index.exists() and any(index.iterdir()) and not replace:
         raise TailorError(f"{index} already exists", hint="pass --replace to rebuild it tuned, or a new --index")
     queries = load_queries(questions)
-    work = index.parent / f".{index.name}.tune-work"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        result = tune(docs, queries, work, space=TuneSpace(max_chars_per_hit=max_chars_per_hit), k=k,
-                      progress=not as_json)  # fmt: skip
-        adopt(result, work, index)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    atomic_write_json(index / "tune.json", result.as_json())
-    atomic_write_text(index / "tune.md", report_markdown(result))
+    space = TuneSpace(max_chars_per_hit=max_chars_per_hit)
+    result = tune_index(docs, queries, index, index / "tune", space=space, k=k, progress=not as_json)
     if as_json:
         print_json({key: v for key, v in result.as_json().items() if key != "trials"})
         return

@@ -128,7 +128,7 @@ class LadderContext:
         if self._index is not None:
             return self._index
         from tailorlm.rag.index import Index, IndexConfig
-        from tailorlm.rag.ingest import ingest
+        from tailorlm.rag.ingest import IngestReport, ingest
         from tailorlm.rag.readers import ReaderOptions
 
         docs = self.task.documents
@@ -159,7 +159,10 @@ class LadderContext:
             shutil.rmtree(location)
         idx = Index.open(str(location), None if own else config, create=True)
         try:
-            report = ingest(idx, self.task.resolve(docs.path), options=options, sync=True, progress=self.progress)
+            if tuned:  # the tuned build ingested every document just now
+                report = IngestReport()
+            else:
+                report = ingest(idx, self.task.resolve(docs.path), options=options, sync=True, progress=self.progress)
             report.chunks = idx.store.count_chunks()  # the index's, not only this ingest's new ones
         finally:
             idx.close()
@@ -195,24 +198,15 @@ class LadderContext:
         return queries[: self.config.rag.tune_questions]
 
     def _tune_index(self, location: Path, config: Any, queries: list[Any], options: Any) -> None:
-        from tailorlm.core.io import atomic_write_text
-        from tailorlm.rag.tune import TuneSpace, adopt, report_markdown, tune
+        from tailorlm.rag.tune import TuneSpace, tune_index
 
         docs = self.task.documents
         assert docs is not None
         space = TuneSpace()
         if self.config.rag.chunk_tokens:  # the user fixed the chunk size: tune the rest
             space.chunkings = [(config.chunking.max_tokens, config.chunking.overlap_tokens)]
-        work = self.dir / "index-tune-work"
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            result = tune(self.task.resolve(docs.path), queries, work, base=config, space=space,
-                          k=self.config.rag.top_k, reader_options=options, progress=self.progress)  # fmt: skip
-            adopt(result, work, location)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        atomic_write_json(self.dir / "index-tune.json", result.as_json())
-        atomic_write_text(self.dir / "index-tune.md", report_markdown(result))
+        tune_index(self.task.resolve(docs.path), queries, location, self.dir / "index-tune", base=config, space=space,
+                   k=self.config.rag.top_k, reader_options=options, progress=self.progress)  # fmt: skip
 
     # --- training ----------------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tailorlm.core.system import System
 from tailorlm.core.task import Task
 from tailorlm.errors import DataError
-from tailorlm.ladder.rungs import Built, Rung, register_rung
+from tailorlm.ladder.rungs import Built, Lora, Rung, register_rung
 
 if TYPE_CHECKING:
     from tailorlm.ladder.context import LadderContext
@@ -56,22 +56,17 @@ class ToolsConstrained(Rung):
         return task.model_copy(update={"generation": task.generation.model_copy(update={"constraint": template})})
 
 
-class ToolsLora(Rung):
+class ToolsLora(Lora):
+    """The lora rung on chat records with tools: the same training and System, other records and token count."""
+
     name = "tools-lora"
     title = "LoRA on tool calls"
-    family = "fine-tuning"
-    uses = frozenset({"train"})
-    config_keys = ("sft",)
     below = "zero-shot"
-    trains = True
 
     def skip_reason(self, task: Task) -> str | None:
         if not is_tool_task(task):
             return "the task is not scored on tool calls (tool_ast)"
         return super().skip_reason(task)
-
-    def prepare(self, ctx: LadderContext) -> list[Any]:
-        return self.training_records(ctx)
 
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
         if self.name not in ctx.records:
@@ -99,11 +94,6 @@ class ToolsLora(Rung):
             for r in records
         ]
         return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-
-    def build(self, ctx: LadderContext, out: Path) -> Built:
-        built = ctx.train(self.name, self.training_records(ctx), out)
-        built.system = built.system.model_copy(update={"name": self.name})
-        return built
 
 
 class ConstrainedLabels(Rung):

@@ -323,6 +323,25 @@ def adopt(result: TuneResult, work: Path, location: Path) -> None:
     _write_config(str(location), result.index_config)
 
 
+def tune_index(
+    docs: str | Path, queries: Sequence[RetrievalQuery], location: Path, report: Path, **options: Any
+) -> TuneResult:
+    """``tune`` in a work folder beside ``location``, the winner moved to ``location``, and the report written to
+    ``report`` + ``.json``/``.md``. A killed run leaves only the work folder, which the next run discards."""
+    from tailorlm.core.io import atomic_write_json, atomic_write_text
+
+    work = location.parent / f".{location.name}.tune-work"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        result = tune(docs, queries, work, **options)
+        adopt(result, work, location)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_json(report.with_suffix(".json"), result.as_json())
+    atomic_write_text(report.with_suffix(".md"), report_markdown(result))
+    return result
+
+
 def report_markdown(result: TuneResult) -> str:
     k = result.k
     lines = [

@@ -101,7 +101,7 @@ def test_every_rung_init_promises_builds_its_data_raft_gold_from_long_documents(
     tuned = json.loads((tmp_path / "ladder" / "index-tune.json").read_text())
     assert tuned["questions"] == 17 and tuned["k"] == task.ladder.rag.top_k
     assert tuned["best"][f"recall@{tuned['k']}"] >= tuned["default"][f"recall@{tuned['k']}"]
-    assert (index.location / "index.yaml").is_file() and not (tmp_path / "ladder" / "index-tune-work").exists()
+    assert (index.location / "index.yaml").is_file() and not (tmp_path / "ladder" / ".index.tune-work").exists()
     assert ctx.index() is index  # built once per ladder
     records = RagLora().training_records(ctx)
     counts = ctx.records["rag-lora/counts"][0]
