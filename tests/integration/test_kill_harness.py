@@ -296,15 +296,21 @@ def _kill_and_reevaluate(model: Path, folder: Path, point_for: Callable[[Path], 
     point = point_for(cache)
     killed = spawn_and_kill(_eval_argv(model, task, root), env, point)
     statuses = _assert_clean(cache, root)
-    if killed.killed:
-        assert [r.status for r in list_runs(root)] in ([], ["interrupted"]), statuses
     cached = sum(len(jsonl_records(p)) for p in (cache / "predictions").glob("*.jsonl"))
+    first = [r.status for r in list_runs(root)]
+    # On a fast machine the kill can land after the run was marked complete (while the process exits): that run
+    # must then really be whole. Any other killed run is absent or marked interrupted, never complete.
+    finished_first = first == ["complete"]
+    if finished_first:
+        assert cached == 24, (statuses, cached)
+    else:
+        assert killed.killed and first in ([], ["interrupted"]), statuses
     again = run(_eval_argv(model, task, root), env)
     _ok(again)
     metrics = json.loads(again.stdout)
     assert metrics["cost"]["generated"] == 24 - cached  # only what did not reach the cache is generated again
     # The rerun's run, plus the first one when it finished before the kill point.
-    assert list(_assert_clean(cache, root).values()).count("complete") == (1 if killed.killed else 2)
+    assert list(_assert_clean(cache, root).values()).count("complete") == (2 if finished_first else 1)
     record("eval", point, killed, f"{cached}/24 predictions cached", f"generated {24 - cached}, complete", ok=True)
 
 
