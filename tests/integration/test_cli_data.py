@@ -72,4 +72,4 @@ def test_formats_lists_every_format() -> None:
     result = runner.invoke(app, ["data", "formats", "--json"])
     assert result.exit_code == 0
     names = [f["format"] for f in json.loads(result.stdout)]
-    assert names == ["openai", "alpaca", "sharegpt", "preference", "binary", "text", "classification", "eval"]
+    assert names == ["openai", "alpaca", "sharegpt", "preference", "hh", "binary", "text", "classification", "eval"]

@@ -1,4 +1,4 @@
-"""`tailor data`: validate a dataset file, list the formats tailorlm reads, augment and convert data."""
+"""`tailor data`: validate a dataset file, list the formats tailorlm reads, augment and convert data, make pairs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from rich.table import Table
 from tailorlm.cli._common import console, print_json
 from tailorlm.core.safe_text import safe_cell
 from tailorlm.data import DEFAULT_MAX_RECORD_BYTES, FORMATS, KINDS, load_dataset
-from tailorlm.data.stats import describe
+from tailorlm.data.issues import RECORD, Issue, IssueLog
+from tailorlm.data.load import Dataset
+from tailorlm.data.stats import describe, record_lengths, summarize
 from tailorlm.errors import DataError, TailorError
 
 app = typer.Typer(help="Validate datasets and list the formats tailorlm reads.", no_args_is_help=True)
@@ -42,6 +44,41 @@ def _load_tokenizer(spec: str) -> Any:
         ) from err
 
 
+def _record_lines(
+    dataset: Dataset, path: Path, max_record_bytes: int, columns: list[str] | None
+) -> list[tuple[str, int]]:
+    """The file and line of each record. Records keep no line numbers, but a load that raised no issue made exactly one
+    record per row, in order: reading the rows again gives their lines."""
+    from tailorlm.data.readers import container_for, read_rows
+
+    numbered = [(str(path), i) for i in range(1, len(dataset) + 1)]
+    container = container_for(path)
+    if container is None:
+        return numbered
+    rows = read_rows(path, container, IssueLog(), max_record_bytes=max_record_bytes, columns=columns)
+    places = [(r.path, r.line) for r in rows]
+    # Cannot differ after a strict load; if it ever did, number the records rather than point at wrong lines.
+    return places if len(places) == len(dataset) else numbered
+
+
+def _check_lengths(
+    dataset: Dataset, lengths: list[int], max_tokens: int, path: Path, max_record_bytes: int, columns: list[str] | None
+) -> None:
+    """A ``DataError`` naming file:line of every record longer than ``max_tokens``: a trainer would cut it, and a
+    preference pair cut inside its answers compares two truncated texts."""
+    over = [i for i, n in enumerate(lengths) if n > max_tokens]
+    if not over:
+        return
+    what = {"preference": "prompt + longer answer", "binary": "prompt + completion"}.get(dataset.kind, "record")
+    places = _record_lines(dataset, path, max_record_bytes, columns)
+    issues = [Issue(*places[i], RECORD, f"{what}: {lengths[i]} tokens, over --max-tokens {max_tokens}") for i in over]
+    raise DataError(
+        f"{path}: {len(over)} of {len(dataset)} record(s) longer than {max_tokens} tokens",
+        issues=issues,
+        hint="drop or shorten them, or raise --max-tokens to the trainer's max_length",
+    )
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
@@ -52,7 +89,17 @@ def validate(
     format: str | None = typer.Option(None, "--format", "-f", help="Skip detection: " + ", ".join(FORMATS) + "."),
     kind: str | None = typer.Option(None, "--kind", "-k", help="Restrict to one kind: " + ", ".join(KINDS) + "."),
     tokenizer: str = typer.Option(
-        "default", "--tokenizer", "-t", help="Tokenizer for token statistics: default, a HF folder, or none."
+        "default",
+        "--tokenizer",
+        "-t",
+        "--model",
+        help="Tokenizer (of this model) for token statistics and --max-tokens: default, a HF folder, or none.",
+    ),
+    max_tokens: int | None = typer.Option(
+        None,
+        "--max-tokens",
+        min=1,
+        help="Records longer than this are an issue (pairs: prompt + the longer answer, chat-templated).",
     ),
     max_record_bytes: int = typer.Option(DEFAULT_MAX_RECORD_BYTES, help="Records larger than this are an issue."),
     extra: str = typer.Option("forbid", help="Unknown keys: forbid (an issue), ignore, or metadata (eval only)."),
@@ -61,17 +108,25 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
 ) -> None:
     """Check every record of FILE; print each problem as file:line: field: message, or a summary if all is well."""
+    column_names = [c.strip() for c in columns.split(",")] if columns else None
     dataset = load_dataset(
         file,
         format,  # type: ignore[arg-type]  # load_dataset checks the name and lists the choices
         kind=kind,  # type: ignore[arg-type]
         max_record_bytes=max_record_bytes,
         extra=extra,  # type: ignore[arg-type]
-        columns=[c.strip() for c in columns.split(",")] if columns else None,
+        columns=column_names,
         **_field_options(field),
     )
     tok = None if tokenizer.lower() == "none" else _load_tokenizer(tokenizer)
-    report = describe(dataset, tok)
+    report = describe(dataset)
+    if max_tokens is not None and tok is None:
+        raise DataError("--max-tokens counts tokens: it needs a tokenizer", hint="pass --model SPEC instead of none")
+    if tok is not None:
+        lengths = record_lengths(dataset.records, tok)  # once, for both the statistics and the length check
+        report["tokens"] = summarize(lengths)
+        if max_tokens is not None:
+            _check_lengths(dataset, lengths, max_tokens, file, max_record_bytes, column_names)
     if as_json:
         print_json(report)
         return
@@ -225,4 +280,99 @@ def convert_bfcl(
         if path is not None:
             atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             table.add_row("output", f"{safe_cell(path)} ({len(rows)} records)")
+    console.print(table)
+
+
+def _system(spec: str) -> Any:
+    """A system.yaml, a folder holding one, or ``default`` (the packaged default model, no prompt program)."""
+    from tailorlm.core.system import System
+
+    if spec == "default" and not Path(spec).exists():
+        return System(name="default")
+    return System.load(spec)
+
+
+@app.command("pairs")
+def pairs(
+    source: Path = typer.Argument(..., help="A task.yaml (its train: records) or a file of prompts."),
+    system: str = typer.Option(
+        ..., "--system", "-s", help="The System that answers: a folder, system.yaml or default."
+    ),
+    out: Path = typer.Option(Path("pairs.jsonl"), "--out", "-o", help="Output preference JSONL."),
+    n: int = typer.Option(4, "--n", min=2, help="Answers sampled per prompt."),
+    temperature: float = typer.Option(0.8, "--temperature", min=0.0, help="Sampling temperature (must be > 0)."),
+    scorer: str = typer.Option("metric", "--scorer", help="Rank answers by: metric, judge or reward."),
+    metric: str | None = typer.Option(
+        None, "--metric", help="metric scorer: the metric; default: the task's primary."
+    ),
+    judge: str | None = typer.Option(None, "--judge", help="judge scorer: the judge System (folder, yaml, default)."),
+    reward_model: Path | None = typer.Option(None, "--reward-model", help="reward scorer: a trained reward model."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Default: the task's, else 256."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    field: list[str] = typer.Option(
+        [], "--field", help="Map a column of the prompts file: KEY=COLUMN (input=prompt)."
+    ),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Leave out the prompts file's bad records (counted) instead of stopping."
+    ),
+) -> None:
+    """Sample N answers per prompt, score them, and write best ≻ worst as preference pairs.
+
+    Prompts whose answers all score the same give no pair and are counted. Rerun the same command to resume an
+    interrupted run; OUT is written only when complete, with the scores beside it (NAME.scores.jsonl).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tailorlm.cli._common import err_console
+    from tailorlm.data.pairs import build_pairs, load_prompts, make_scorer
+    from tailorlm.eval.cache import system_cache_key
+    from tailorlm.models.build import build_engine
+    from tailorlm.models.engines.base import GenerationParams
+
+    answerer = _system(system)
+    prompts = load_prompts(source, answerer, skip_invalid=skip_invalid, **_field_options(field))
+    items, task = prompts.items, prompts.task
+    rank = make_scorer(
+        scorer,
+        system=answerer,
+        task=task,
+        metric=metric,
+        judge=_system(judge) if judge else None,
+        reward_model=reward_model,
+    )
+    base = task.generation if task else GenerationParams(max_new_tokens=256)
+    params = base.model_copy(
+        update={"temperature": temperature, "max_new_tokens": max_new_tokens or base.max_new_tokens}
+    )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    with progress:
+        bar = progress.add_task(f"pairs · {scorer}", total=len(items))
+        result = build_pairs(
+            items,
+            lambda: build_engine(answerer),
+            rank,
+            out=out,
+            n=n,
+            params=params,
+            seed=seed,
+            system_key=system_cache_key(answerer),
+            on_progress=lambda k: progress.advance(bar, k),
+        )
+    table = Table(title=f"preference pairs · {scorer}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("prompts", f"{result.prompts} ({result.reused} from an earlier run)")
+    if prompts.issues:
+        first = safe_cell(prompts.issues[0])
+        table.add_row("left out", f"{prompts.left_out} invalid record(s) of {safe_cell(source)}, e.g. {first}")
+    table.add_row("pairs", f"{safe_cell(result.out)} ({result.pairs} records)")
+    for reason, count in result.skipped.items():
+        table.add_row("skipped", f"{count}: {safe_cell(reason)}")
+    table.add_row("scores", safe_cell(result.scores_path))
     console.print(table)

@@ -131,3 +131,9 @@ def compare(
         )
     console.print(table)
     err_console.print("[dim]green/red: significant at p < 0.05 (better/worse); white: not significant[/]")
+
+
+# `tailor eval winrate`: two Systems' answers judged by a reward model (lives with the preference commands).
+from tailorlm.cli.train_align import winrate  # noqa: E402
+
+app.command("winrate")(winrate)

@@ -9,6 +9,7 @@ import typer
 from tailorlm import __version__
 from tailorlm.cli import (
     ab,
+    cai,
     data,
     demo,
     feedback,
@@ -16,6 +17,7 @@ from tailorlm.cli import (
     init,
     keys,
     ladder,
+    probe,
     prompt,
     rag,
     report,
@@ -37,6 +39,7 @@ app = typer.Typer(
 )
 
 app.command("generate")(generate.generate)
+app.command("cai")(cai.cai)
 app.command("chat")(generate.chat)
 app.command("demo")(demo.demo)
 app.command("init")(init.init)
@@ -53,6 +56,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(ab.app, name="ab")
 app.add_typer(keys.app, name="keys")
+app.add_typer(probe.app, name="probe")
 
 
 def _version(value: bool) -> None:

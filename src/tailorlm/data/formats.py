@@ -25,7 +25,7 @@ from tailorlm.data.readers import parse_json
 from tailorlm.data.records import MESSAGE_KEYS, Kind
 from tailorlm.errors import DataError
 
-FormatName = Literal["openai", "alpaca", "sharegpt", "preference", "binary", "text", "classification", "eval"]
+FormatName = Literal["openai", "alpaca", "sharegpt", "preference", "hh", "binary", "text", "classification", "eval"]
 FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
 Extra = Literal["forbid", "ignore", "metadata"]
 
@@ -188,6 +188,73 @@ def _preference(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | Non
     return {k: _filter_messages(row.get(k), ctx) for k in ("prompt", "chosen", "rejected") if k in row}, []
 
 
+# Anthropic HH-RLHF (Bai et al. 2022, "Training a Helpful and Harmless Assistant with RLHF") stores each side of a
+# pair as a whole transcript, "\n\nHuman: …\n\nAssistant: …", the two sides repeating the conversation so far.
+_HH_TURN = re.compile(r"(?:\A\s*|\n\n)(Human|Assistant):")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def _hh_messages(text: str, field: str, problems: Problems) -> list[dict[str, str]] | None:
+    """One transcript → messages, or ``None`` with a problem under ``field``.
+
+    Consecutive turns of one speaker are joined into one message (a blank line between them): HH has a few
+    ("Assistant: … Assistant: …"), and the chat templates of many models refuse two turns of one role in a row.
+    """
+    parts = _HH_TURN.split(text)
+    if parts[0].strip() or len(parts) < 3:
+        problems.append((field, "not an Anthropic-HH transcript: expected it to start with '\\n\\nHuman:'"))
+        return None
+    turns = list(zip(parts[1::2], (p.strip() for p in parts[2::2]), strict=True))
+    empty = [i for i, (_, content) in enumerate(turns, start=1) if not content]
+    if empty:
+        i = empty[0]
+        where = "the final Assistant turn" if i == len(turns) else f"turn {i} ({turns[i - 1][0]})"
+        problems.append((field, f"{where} is empty"))
+        return None
+    if turns[0][0] != "Human":
+        problems.append((field, "no Human turn before the first Assistant turn"))
+        return None
+    if turns[-1][0] != "Assistant":
+        problems.append((field, "the transcript ends with a Human turn: the last turn must be the Assistant's answer"))
+        return None
+    messages: list[dict[str, str]] = []
+    for speaker, content in turns:
+        role = _HH_ROLES[speaker]
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n\n" + content
+        else:
+            messages.append({"role": role, "content": content})
+    return messages
+
+
+def _hh(row: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] | None, Problems]:
+    """The longest shared prefix of turns is the prompt; the final Assistant turns are the answers.
+
+    The canonical form is TRL's conversational one, as the serving export writes: ``prompt`` a list of messages,
+    ``chosen``/``rejected`` a list of one assistant message each.
+    """
+    problems: Problems = []
+    sides = {}
+    for key in ("chosen", "rejected"):
+        text = _text(row, key, problems, required=True)
+        if isinstance(text, str) and text.strip():
+            sides[key] = _hh_messages(text, key, problems)
+    chosen, rejected = sides.get("chosen"), sides.get("rejected")
+    if problems or chosen is None or rejected is None:
+        return None, problems
+    if chosen[:-1] != rejected[:-1]:
+        pairs = enumerate(zip(chosen, rejected, strict=False))
+        turn = next((i for i, (a, b) in pairs if a != b), min(len(chosen), len(rejected)))
+        return None, [
+            (
+                "rejected",
+                f"does not share the conversation before the final Assistant turn with chosen (they differ at "
+                f"message {turn + 1}): only the last answer may differ",
+            )
+        ]
+    return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}, []
+
+
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -263,6 +330,14 @@ FORMATS: dict[FormatName, FormatSpec] = {
             (),
             "Preference pairs: {prompt, chosen, rejected}, each a string or a list of messages",
             _preference,
+        ),
+        FormatSpec(
+            "hh",
+            "preference",
+            ("chosen", "rejected"),
+            (),
+            "Anthropic-HH: {chosen, rejected} transcripts '\\n\\nHuman: …\\n\\nAssistant: …'; shared turns → prompt",
+            _hh,
         ),
         FormatSpec(
             "binary",

@@ -180,6 +180,30 @@ def _nonempty(value: Any, name: str) -> list[tuple[str, str]]:
     return []
 
 
+def _answer_key(value: Any) -> tuple[tuple[Any, ...], ...] | None:
+    """An answer as ``((role, text, tool calls), ...)`` with runs of whitespace collapsed; ``None`` if malformed.
+
+    A plain-text answer counts as one assistant message, so ``"Paris."`` and ``[{"role": "assistant", "content":
+    "Paris. "}]`` are the same answer.
+    """
+    if isinstance(value, str):
+        return (("assistant", " ".join(value.split()), None),)
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        return None
+    return tuple(
+        (m.get("role"), " ".join(c.split()) if isinstance(c := m.get("content"), str) else c, m.get("tool_calls"))
+        for m in value
+    )
+
+
+def _identical_sides(data: dict[str, Any]) -> list[tuple[str, str]]:
+    chosen = _answer_key(data.get("chosen"))
+    if chosen is not None and chosen == _answer_key(data.get("rejected")):
+        # A pair with no difference has a zero DPO/Bradley–Terry gradient at best, and teaches noise at worst.
+        return [("rejected", "identical to chosen (ignoring whitespace): the pair prefers nothing")]
+    return []
+
+
 # The text fields of each non-chat kind that must not be empty (chat has its own message checks).
 _NONEMPTY_FIELDS = {
     "preference": ("prompt", "chosen", "rejected"),
@@ -189,7 +213,8 @@ _NONEMPTY_FIELDS = {
 
 
 def record_problems(kind: Kind, data: dict[str, Any], *, require_assistant: bool = True) -> list[tuple[str, str]]:
-    """Problems pydantic cannot see: empty texts, empty messages, a chat without an assistant answer.
+    """Problems pydantic cannot see: empty texts, empty messages, a chat without an assistant answer, a
+    preference pair whose two answers are the same.
 
     Works on the raw dict and tolerates wrong types (pydantic reports those), so that one bad record lists
     all its problems at once: a wrong role *and* an empty message. ``require_assistant`` is on for training
@@ -208,7 +233,10 @@ def record_problems(kind: Kind, data: dict[str, Any], *, require_assistant: bool
             problems.append(("messages", "no assistant turn (training data needs at least one answer to learn)"))
         return problems
     names = _NONEMPTY_FIELDS.get(kind, ("text",))
-    return [p for name in names for p in _nonempty(data.get(name), name)]
+    problems = [p for name in names for p in _nonempty(data.get(name), name)]
+    if kind == "preference" and not any(f.startswith(("chosen", "rejected")) for f, _ in problems):
+        problems += _identical_sides(data)  # two empty sides are identical too, but "empty" says it better
+    return problems
 
 
 def validate_record(

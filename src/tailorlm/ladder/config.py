@@ -88,6 +88,19 @@ class ToolsRungConfig(StrictModel):
     )
 
 
+class DpoRungConfig(StrictModel):
+    """The preference rung (ladder/align_rungs.py), for tasks with ``preference:`` pairs; docs/alignment.md."""
+
+    method: Literal["dpo", "ipo", "hinge", "orpo", "simpo"] = Field("dpo", description="Preference loss.")
+    beta: float | None = Field(None, gt=0, description="None: the method's paper default.")
+    max_records: int | None = Field(None, ge=1, description="Train on at most N pairs (seeded sample).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the pairs.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step.")
+    learning_rate: float | None = Field(None, gt=0, description="None: the method's default (docs/alignment.md).")
+    max_length: int = Field(512, ge=32, description="Prompt + answer tokens; older turns are dropped to fit.")
+
+
 class LadderConfig(StrictModel):
     """What the ladder runs and how big each rung is."""
 
@@ -107,6 +120,7 @@ class LadderConfig(StrictModel):
     raft: RaftRungConfig = Field(default_factory=RaftRungConfig)
     head: HeadRungConfig = Field(default_factory=HeadRungConfig)
     tools: ToolsRungConfig = Field(default_factory=ToolsRungConfig)
+    dpo: DpoRungConfig = Field(default_factory=DpoRungConfig)
 
 
 # A smoke run of the same rungs: enough to see every rung build, score and report, in about three minutes on a

@@ -167,7 +167,7 @@ class Calibration:
         records = rung.training_records(self.ctx)
         out = self.dir / rung.name
         # A smoke run trains for a handful of steps: one warm-up and one timed step are enough to price it.
-        max_steps = self.ctx.config.head.max_steps if rung.name == "head" else self.ctx.config.sft.max_steps
+        max_steps = getattr(self.ctx.config, rung.training_config).max_steps
         steps = 2 if (max_steps or 99) <= 2 * CALIBRATION_STEPS else CALIBRATION_STEPS
         marks: list[tuple[float, int]] = []
 
@@ -189,7 +189,7 @@ class Calibration:
             t0 = time.perf_counter()
             # Rungs that train through ctx.train time the first steps of their real training, which then resumes
             # from them; the head (and a rung with a killed training waiting) times throwaway steps.
-            cfg = self.ctx.config.sft
+            cfg = getattr(self.ctx.config, rung.training_config)
             total = cfg.max_steps or math.ceil(math.ceil(len(records) / cfg.batch_size) * cfg.epochs)
             reused = (
                 rung.name in REUSED_TRAINING
@@ -218,7 +218,7 @@ def estimate_rung(cal: Calibration, rung: Rung) -> Estimate:
     cfg = ctx.config
     if rung.trains:
         s_per_token, setup, peak, tokens = cal.training(rung)
-        t = cfg.head if rung.name == "head" else cfg.sft
+        t = getattr(cfg, rung.training_config)
         per_epoch = math.ceil(len(rung.training_records(ctx)) / t.batch_size)
         steps = t.max_steps or math.ceil(per_epoch * t.epochs)
         trained_tokens = int(tokens * steps / per_epoch)  # epochs, or a step budget, as a multiple of one epoch

@@ -52,6 +52,7 @@ class Rung:
     config_keys: ClassVar[tuple[str, ...]] = ()  # LadderConfig fields the rung reads
     below: ClassVar[str | None] = None  # the rung it has to beat
     trains: ClassVar[bool] = False  # changes the weights (canaries, compute budgets)
+    training_config: ClassVar[str] = "sft"  # the LadderConfig block with a training rung's steps and batch size
 
     def skip_reason(self, task: Task) -> str | None:
         """Why the rung does not apply to ``task`` (None: it applies)."""
@@ -418,6 +419,7 @@ class Head(Rung):
     config_keys = ("head",)
     below = "few-shot"
     trains = True
+    training_config = "head"
 
     def skip_reason(self, task: Task) -> str | None:
         if (why := super().skip_reason(task)) is not None:
@@ -521,7 +523,8 @@ for _rung in (ZeroShot(), FewShot(), ChainOfThought(), OptimizedPrompt(), Rag(),
               Head()):  # fmt: skip
     register_rung(_rung)
 
-# Tool use registers its rungs like any later technique (tasks scored on tool calls only).
+# Later techniques register their rungs the same way: alignment (tasks with preference pairs) and tool use.
+import tailorlm.ladder.align_rungs  # noqa: E402
 import tailorlm.ladder.tool_rungs  # noqa: E402, F401
 
 

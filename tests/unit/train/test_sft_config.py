@@ -46,8 +46,12 @@ def test_unknown_key_in_yaml_names_the_key_and_suggests(tmp_path: Path) -> None:
 def test_freeze_needs_a_choice_and_only_freeze_takes_one() -> None:
     with pytest.raises(ConfigError, match="train_top_n_blocks"):
         load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.method=freeze"])
-    with pytest.raises(ConfigError, match="only apply"):
-        load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.train_top_n_blocks=2"])
+    with pytest.raises(ConfigError, match="freeze' and the lora family"):
+        load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.method=ia3", "strategy.train_top_n_blocks=2"])
+    with pytest.raises(ConfigError, match="only applies"):
+        load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.trainable_modules=[mlp]"])
+    top = load_config(SFTRecipe, None, ["data.path=x.jsonl", "strategy.train_top_n_blocks=2"])
+    assert (top.strategy.method, top.strategy.train_top_n_blocks) == ("lora", 2)  # adapters in the last 2 blocks
     ok = load_config(
         SFTRecipe, None, ["data.path=x.jsonl", "strategy.method=freeze", "strategy.trainable_modules=[mlp]"]
     )

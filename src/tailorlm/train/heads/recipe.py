@@ -41,20 +41,22 @@ HEAD_MODULES = ("score", "classifier")
 # --- parameter strategies -----------------------------------------------------------------------------------
 
 
-def head_peft_config(strategy: Strategy) -> Any:
+def head_peft_config(strategy: Strategy, model: Any = None) -> Any:
     """The PEFT config (task_type SEQ_CLS) for a PEFT method; None for full and freeze."""
     import peft
 
     m = strategy.method
     if m in LORA_FAMILY:
+        from tailorlm.train.sft.recipe import top_blocks_targets
+
         return peft.LoraConfig(
             r=strategy.r,
             lora_alpha=strategy.alpha,
             lora_dropout=strategy.dropout,
-            target_modules=strategy.target_modules,
             use_dora=m == "dora",
             use_rslora=m == "rslora",
             task_type="SEQ_CLS",  # adds the head to modules_to_save and keeps it out of "all-linear"
+            **top_blocks_targets(model, strategy),
         )
     if m == "ia3":
         targets = None if strategy.target_modules == "all-linear" else strategy.target_modules
@@ -74,7 +76,7 @@ def head_parameter_names(model: Any) -> list[str]:
 
 def apply_strategy(model: Any, strategy: Strategy) -> Any:
     """Wrap in a PEFT model, or freeze all but the top blocks (the new head always trains); full trains all."""
-    if (cfg := head_peft_config(strategy)) is not None:
+    if (cfg := head_peft_config(strategy, model)) is not None:
         from peft import get_peft_model
 
         return get_peft_model(model, cfg)

@@ -113,7 +113,7 @@ def build_trainer(
         train_dataset=train_blocks,
         eval_dataset=held_blocks,
         processing_class=tokenizer,
-        peft_config=peft_config(strategy),
+        peft_config=peft_config(strategy, loaded.model),
         callbacks=extra,
     )
     # disable_tqdm adds a PrinterCallback that prints every log dict; our run log and the CLI show them instead.

@@ -100,7 +100,12 @@ class Strategy(StrictModel):
         "IA3 uses PEFT's per-architecture defaults unless names are given.",
     )
     # freeze: train only part of the base model.
-    train_top_n_blocks: int | None = Field(None, ge=1, description="freeze: train only the last N decoder blocks.")
+    train_top_n_blocks: int | None = Field(
+        None,
+        ge=1,
+        description="freeze: train only the last N decoder blocks. lora family: adapters in the last N blocks only, "
+        "so the backward pass stops there (a speed choice for CPUs).",
+    )
     trainable_modules: list[str] | None = Field(
         None, description="freeze: train only parameters whose dotted name contains one of these module names."
     )
@@ -114,8 +119,10 @@ class Strategy(StrictModel):
         freeze_fields = self.train_top_n_blocks is not None or self.trainable_modules is not None
         if self.method == "freeze" and not freeze_fields:
             raise ValueError("method 'freeze' needs train_top_n_blocks or trainable_modules")
-        if self.method != "freeze" and freeze_fields:
-            raise ValueError("train_top_n_blocks/trainable_modules only apply to method 'freeze'")
+        if self.trainable_modules is not None and self.method != "freeze":
+            raise ValueError("trainable_modules only applies to method 'freeze'")
+        if self.train_top_n_blocks is not None and self.method not in {"freeze", *LORA_FAMILY}:
+            raise ValueError("train_top_n_blocks applies to method 'freeze' and the lora family only")
         return self
 
 

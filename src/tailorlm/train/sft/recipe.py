@@ -107,8 +107,34 @@ def common_system_message(rows: Sequence[dict[str, Any]]) -> str | None:
 # --- parameter strategies -----------------------------------------------------------------------------------
 
 
-def peft_config(strategy: Strategy) -> Any:
-    """The PEFT config for a PEFT method; None for full and freeze."""
+def top_blocks_targets(model: Any, strategy: Strategy) -> dict[str, Any]:
+    """LoRA options that put adapters in the last ``train_top_n_blocks`` decoder blocks only (else the recipe's).
+
+    Nothing below the lowest adapter needs a gradient, so autograd stops there: with adapters in the top quarter,
+    a backward pass costs about a quarter of the full one. PEFT takes ``layers_to_transform`` only with named
+    targets, so "all-linear" becomes the names of the linear layers inside the blocks.
+    """
+    if strategy.train_top_n_blocks is None or model is None:
+        return {"target_modules": strategy.target_modules}
+    import torch
+
+    blocks: set[int] = set()
+    names: set[str] = set()
+    for name, module in model.named_modules():
+        if (m := _BLOCK.search(f"{name}.")) and isinstance(module, torch.nn.Linear):
+            blocks.add(int(m.group(1)))
+            names.add(name.rsplit(".", 1)[-1])
+    if not blocks:
+        raise ConfigError("train_top_n_blocks: could not find numbered decoder blocks in this model")
+    if strategy.train_top_n_blocks > len(blocks):
+        raise ConfigError(f"train_top_n_blocks={strategy.train_top_n_blocks}, the model has {len(blocks)} blocks")
+    wanted = sorted(names) if strategy.target_modules == "all-linear" else strategy.target_modules
+    top = sorted(blocks)[-strategy.train_top_n_blocks :]
+    return {"target_modules": wanted, "layers_to_transform": top}
+
+
+def peft_config(strategy: Strategy, model: Any = None, task_type: str = "CAUSAL_LM") -> Any:
+    """The PEFT config for a PEFT method; None for full and freeze. ``model`` resolves ``train_top_n_blocks``."""
     import peft
 
     m = strategy.method
@@ -117,10 +143,10 @@ def peft_config(strategy: Strategy) -> Any:
             r=strategy.r,
             lora_alpha=strategy.alpha,
             lora_dropout=strategy.dropout,
-            target_modules=strategy.target_modules,
             use_dora=m == "dora",  # Liu et al. 2024: magnitude + direction
             use_rslora=m == "rslora",  # Kalajdzievski 2023: scale alpha/sqrt(r), stable at high rank
-            task_type="CAUSAL_LM",
+            task_type=task_type,
+            **top_blocks_targets(model, strategy),
         )
     if m == "ia3":
         targets = None if strategy.target_modules == "all-linear" else strategy.target_modules
@@ -270,7 +296,7 @@ def build_trainer(
     train_rows, longest = _fitting(train_rows, tokenizer, t.max_length, "training")
     if eval_rows is not None:
         eval_rows = _fitting(eval_rows, tokenizer, t.max_length, "eval")[0] or None
-    peft_cfg = peft_config(strategy)
+    peft_cfg = peft_config(strategy, loaded.model)
     if strategy.method == "freeze":
         trained = freeze_parameters(loaded.model, strategy)
         log.info("freeze: training %d parameter tensors", len(trained))
