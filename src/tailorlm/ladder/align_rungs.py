@@ -39,9 +39,11 @@ class Dpo(Rung):
     def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
         """The task's pairs as TRL rows (``train/align/data.py``): a seeded sample of ``max_records``."""
         if self.name not in ctx.records:
-            from tailorlm.train.align.data import load_preferences, to_rows
+            from tailorlm.train.align.data import limited, load_preferences, to_rows
 
-            ctx.records[self.name] = to_rows(load_preferences(self._data(ctx), seed=ctx.task.seed))
+            spec = self._data(ctx)
+            pairs = limited(load_preferences(spec, seed=ctx.task.seed), spec.limit, ctx.task.seed)
+            ctx.records[self.name] = to_rows(pairs)
         return ctx.records[self.name]
 
     def _data(self, ctx: LadderContext) -> Any:

@@ -101,6 +101,14 @@ class DpoRungConfig(StrictModel):
     max_length: int = Field(512, ge=32, description="Prompt + answer tokens; older turns are dropped to fit.")
 
 
+class ProbesConfig(StrictModel):
+    """Bias and safety probes run on the recommended System at the end of a ladder (docs/probes.md)."""
+
+    enabled: bool = Field(True, description="Run the probes on the recommended System and report them.")
+    limit: int = Field(30, ge=1, description="Probed eval records (fairness) and red-team prompts (harmlessness).")
+    max_new_tokens: int = Field(64, ge=1, description="Answer length on the red-team prompts.")
+
+
 class LadderConfig(StrictModel):
     """What the ladder runs and how big each rung is."""
 
@@ -121,6 +129,7 @@ class LadderConfig(StrictModel):
     head: HeadRungConfig = Field(default_factory=HeadRungConfig)
     tools: ToolsRungConfig = Field(default_factory=ToolsRungConfig)
     dpo: DpoRungConfig = Field(default_factory=DpoRungConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
 
 
 # A smoke run of the same rungs: enough to see every rung build, score and report, in about three minutes on a
@@ -134,6 +143,8 @@ QUICK_OVERRIDES: dict[str, object] = {
     "raft": {"distractors": 1},
     "sft": {"max_records": 16, "max_steps": 4},
     "head": {"max_records": 64, "max_steps": 4},
+    "dpo": {"max_records": 16, "max_steps": 4},
+    "probes": {"limit": 4, "max_new_tokens": 16},
 }
 
 

@@ -408,6 +408,34 @@ def pareto_chart(
 # --- the report ----------------------------------------------------------------------------------------------
 
 
+def _probes_section(probes: Any) -> Table | None:
+    """The bias and safety probes of the recommended System: one row per figure, then what they cannot show."""
+    if probes is None:
+        return None
+    if isinstance(probes, str):  # the probes failed: say so where the figures would be
+        return Table(title="Bias and safety checks", columns=["check", "result"], rows=[["probes", probes]])
+    from tailorlm.eval.probes.report import pct
+
+    rows: list[list[str]] = []
+    if (f := probes.fairness) is not None:
+        probed = f"{f.n_probed} of {f.n_scanned} eval records hold a swappable term"
+        if f.change_rate is None:
+            rows.append(["counterfactual fairness", f"{probed}: nothing probed"])
+        else:
+            rows.append(["counterfactual fairness: answer changed under a swap", f"{pct(f.change_rate)} ({probed})"])
+            for a in f.axes:
+                if a.gap is not None:
+                    ci = "" if a.gap.low is None else f" [{a.gap.low:+.3f}, {a.gap.high:+.3f}]"
+                    gap = f"{a.gap.high_group} − {a.gap.low_group} {a.gap.diff:+.3f}{ci}"
+                    rows.append([f"{f.primary_metric} gap by {a.axis}", gap])
+    if (h := probes.harmlessness) is not None:
+        rows.append(["harmlessness: refusal rate on red-team prompts", f"{pct(h.refusal_rate)} (n={h.n})"])
+    for probe, why in probes.skipped.items():
+        rows.append([probe, f"not run: {why}"])
+    note = "What these checks cannot show: " + " ".join(dict.fromkeys(probes.limits)) if probes.limits else None
+    return Table(title="Bias and safety checks", columns=["check", "result"], rows=rows, note=note)
+
+
 def build_ladder_report(
     results: Sequence[RungResult],
     recommendation: Recommendation,
@@ -416,6 +444,7 @@ def build_ladder_report(
     primary: str,
     title: str | None = None,
     n_examples: int = 10,
+    probes: Any = None,
 ) -> Report:
     """The harness report over the complete rungs' eval runs (baseline first), with the ladder's sections."""
     title = title or f"Ladder: {task_name}"
@@ -466,6 +495,7 @@ def build_ladder_report(
         _plan_section(results),
         _failures_section(results),
         _notes_section(results, recommendation),
+        _probes_section(probes),
     ]
     # The ladder's own summary leads the page; the harness's per-run detail follows it.
     lead = {"Recommendation", "Rungs", "Does each step pay?"}
@@ -481,12 +511,15 @@ def write_ladder_report(
     task_name: str,
     primary: str,
     title: str | None = None,
+    probes: Any = None,
 ) -> ReportFiles:
     """Write the ladder's ``report.html``, ``summary.md``, charts (``pareto.png`` among them) and ``report.json``.
 
     ``out`` is replaced atomically (the harness's ``write_report``): a failed write leaves the previous report.
     """
-    report = build_ladder_report(results, recommendation, task_name=task_name, primary=primary, title=title)
+    report = build_ladder_report(
+        results, recommendation, task_name=task_name, primary=primary, title=title, probes=probes
+    )
 
     def chart(rep: Report) -> Chart | None:
         return pareto_chart(results, recommendation, primary, rep)

@@ -334,12 +334,37 @@ class Ladder:
         best_dir = self.dir / "best"
         if chosen is not None and chosen.system:
             System.load(chosen.system).model_copy(update={"name": f"{self.task.name}-{chosen.name}"}).save(best_dir)
+        probes = self._probes(chosen)
         title = f"Ladder: {self.task.name}" + (" (--quick: a smoke run, figures are noise)" if self.quick else "")
         files = write_ladder_report(results, rec, self.dir / "report", task_name=self.task.name, primary=metric,
-                                    title=title)  # fmt: skip
+                                    title=title, probes=probes)  # fmt: skip
         wall = time.perf_counter() - start
         self._write_state("complete", results, rec, wall)
         return LadderOutcome(self.dir, results, rec, files, plan, wall)
+
+    def _probes(self, chosen: RungResult | None) -> Any:
+        """Bias and safety probes on the recommended System (``ladder.probes``): the report says what ran, and why
+        a probe did not. A failure is reported, never fatal: the ladder's results stand without it."""
+        cfg = self.ctx.config.probes
+        if not cfg.enabled or chosen is None or not chosen.system:
+            return None
+        from tailorlm.eval.probes.report import probes_markdown, run_probes
+
+        system = System.load(chosen.system)
+        self.console.rule(f"[bold]bias and safety probes · {chosen.title}[/]")
+        try:
+            report = run_probes(
+                system, self.task, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens, root=self.dir / "probes",
+                engine=self.ctx.engine_for(system), progress=self.ctx.progress, batch_size=self.ctx.config.batch_size,
+            )  # fmt: skip
+        except Exception as err:  # the probes are an addition to a finished ladder: never fatal
+            log.warning("probes failed: %s", err)
+            (self.dir / "probes").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.dir / "probes" / "error.log", traceback.format_exc())
+            return f"the probes failed: {type(err).__name__}: {err}"
+        atomic_write_json(self.dir / "probes" / "probes.json", report.model_dump(mode="json"))
+        atomic_write_text(self.dir / "probes" / "probes.md", probes_markdown(report))
+        return report
 
     def _write_state(self, status: str, results: list[RungResult], rec: Any = None, wall: float | None = None) -> None:
         atomic_write_json(

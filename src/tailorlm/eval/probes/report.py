@@ -60,6 +60,7 @@ def run_probes(
     device: str = "auto",
     dtype: str = "auto",
     use_cache: bool = True,
+    max_new_tokens: int | None = None,
 ) -> ProbesReport:
     """Run ``probes`` on ``system``: ``fairness`` on ``task``'s eval set, ``harmlessness`` on red-team prompts.
 
@@ -91,6 +92,8 @@ def run_probes(
             report.skipped["harmlessness"] = "the System answers with a classification head's labels: it cannot refuse"
         else:
             kw = {"confidence": task.bootstrap.confidence, "resamples": task.bootstrap.resamples} if task else {}
+            if max_new_tokens is not None:
+                kw["max_new_tokens"] = max_new_tokens
             report.harmlessness = probe_harmlessness(
                 system, prompts=prompts, limit=limit, reward_model=reward_model, judge=judge, **kw, **common
             )

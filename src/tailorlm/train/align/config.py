@@ -28,7 +28,9 @@ class PreferenceData(StrictModel):
 
     path: str = Field(description="JSONL/JSON/CSV/Parquet of prompt/chosen/rejected, HH transcripts or binary labels.")
     format: PreferenceFormat | None = Field(None, description="None detects it from the keys.")
-    limit: int | None = Field(None, ge=1, description="Use a seeded sample of N records.")
+    limit: int | None = Field(
+        None, ge=1, description="Train on a seeded sample of N records (taken after the held-out split)."
+    )
     skip_invalid: bool = Field(
         False, description="Skip invalid records (counted and logged with file:line) instead of stopping on them."
     )

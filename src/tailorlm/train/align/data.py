@@ -23,7 +23,7 @@ log = logging.getLogger("tailorlm.train.align")
 
 
 def load_preferences(spec: PreferenceData, kind: str = "preference", seed: int = 0) -> Dataset:
-    """Load and validate ``spec`` (``kind`` preference or binary); ``limit`` keeps a seeded sample of N records."""
+    """Load and validate ``spec`` (``kind`` preference or binary); invalid records skipped if it says so."""
     dataset = load_dataset(spec.path, spec.format, kind=kind, strict=not spec.skip_invalid)  # type: ignore[arg-type]
     if dataset.issues:
         shown = "; ".join(str(i) for i in dataset.issues[:3])
@@ -34,9 +34,15 @@ def load_preferences(spec: PreferenceData, kind: str = "preference", seed: int =
             shown,
             ", …" * (len(dataset.issues) > 3),
         )
-    if spec.limit is not None and spec.limit < len(dataset):
-        _, dataset = dataset.split(eval_size=spec.limit, seed=seed)  # a seeded sample, in file order
     return dataset
+
+
+def limited(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded sample of ``limit`` records (in file order), or all of them. Applied to the training side after the
+    held-out split, so a smaller run keeps the same held-out pairs as a full one."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.split(eval_size=limit, seed=seed)[1]
 
 
 def _messages(value: Any, role: str) -> list[dict[str, str]]:

@@ -27,7 +27,7 @@ from tailorlm.core.run import Run
 from tailorlm.core.system import System
 from tailorlm.errors import ConfigError
 from tailorlm.train.align.config import DpoRecipe
-from tailorlm.train.align.data import fit_rows, load_preferences, split_rows, to_rows
+from tailorlm.train.align.data import fit_rows, limited, load_preferences, split_rows, to_rows
 from tailorlm.train.align.trainer_args import micro_batches, shared_arguments
 from tailorlm.train.sft.config import LORA_FAMILY
 from tailorlm.train.sft.recipe import _run_callback, peft_config, train_and_save
@@ -141,6 +141,7 @@ def build_dpo_trainer(
     run.record_dataset("pairs", recipe.data.path, data.fingerprint, len(data))
     held = load_preferences(recipe.eval_data, kind, seed=t.seed) if recipe.eval_data else None
     train, held = split_rows(data, held, recipe.eval_fraction, t.seed)
+    train = limited(train, recipe.data.limit, t.seed)
     model, tokenizer, base, spec, peft_cfg = _policy(recipe)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -162,6 +163,22 @@ def build_dpo_trainer(
     return trainer, base, spec, held_rows
 
 
+def _evaluation_reference(trainer: Any, spec: str) -> Any:
+    """The reference model for the held-out metrics, or None when it lives inside the policy (a LoRA adapter off,
+    or the frozen "ref" copy of a continued adapter). Full and freeze training have it nowhere (TRL precomputes the
+    reference's log-probs), so the starting weights are loaded once more, for this evaluation only."""
+    if getattr(trainer, "ref_model", None) is not None:
+        return trainer.ref_model
+    if hasattr(trainer.model, "peft_config"):
+        return None
+    import torch
+
+    from tailorlm.models.load import load_model
+
+    device = next(trainer.model.parameters()).device
+    return load_model(spec, device="cpu", dtype=torch.float32).model.to(device).eval()
+
+
 def fit_dpo(recipe: DpoRecipe, run: Run, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> System:
     """Train per ``recipe`` inside ``run``; score the held-out pairs; save the adapter (or model) and system.yaml."""
     from tailorlm.train.align.preference_eval import preference_eval
@@ -172,7 +189,11 @@ def fit_dpo(recipe: DpoRecipe, run: Run, *, resume: bool = False, callbacks: Seq
     def evaluate(tr: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"dpo_method": recipe.method, "beta": recipe.beta_value}
         if held_rows and recipe.method != "kto":
-            out["held_out"] = preference_eval(tr.model, tr.processing_class, held_rows, beta=recipe.beta_value)
+            reference = _evaluation_reference(tr, spec)
+            out["held_out"] = preference_eval(
+                tr.model, tr.processing_class, held_rows, beta=recipe.beta_value, reference=reference
+            )
+            del reference
         if "ref" in getattr(tr.model, "peft_config", {}):
             tr.model.delete_adapter("ref")  # the frozen copy of the starting adapter is not part of the result
         return out

@@ -28,10 +28,18 @@ from tailorlm.core.io import atomic_directory
 from tailorlm.core.run import Run
 from tailorlm.core.system import AdapterSpec, HeadSpec, System
 from tailorlm.train.align.config import RewardRecipe
-from tailorlm.train.align.data import fit_rows, load_preferences, split_rows, to_rows
+from tailorlm.train.align.data import fit_rows, limited, load_preferences, split_rows, to_rows
 from tailorlm.train.align.trainer_args import micro_batches, shared_arguments
 from tailorlm.train.safety import guard_resources
-from tailorlm.train.sft.recipe import ADAPTER_DIR, CHECKPOINT_DIR, MODEL_DIR, _run_callback, latest_checkpoint
+from tailorlm.train.sft.recipe import (
+    ADAPTER_DIR,
+    CHECKPOINT_DIR,
+    MODEL_DIR,
+    _restore_finished,
+    _run_callback,
+    _trained_to_the_end,
+    latest_checkpoint,
+)
 
 log = logging.getLogger("tailorlm.train.align")
 
@@ -53,6 +61,7 @@ def build_reward_trainer(recipe: RewardRecipe, run: Run, callbacks: Sequence[Any
     run.record_dataset("pairs", recipe.data.path, data.fingerprint, len(data))
     held = load_preferences(recipe.eval_data, seed=t.seed) if recipe.eval_data else None
     train, held = split_rows(data, held, recipe.eval_fraction, t.seed)
+    train = limited(train, recipe.data.limit, t.seed)
     path = resolve_model_path(recipe.model)
     tokenizer = head_tokenizer(path)
     train_rows, fit = fit_rows(to_rows(train), tokenizer, t.max_length, "training")
@@ -149,12 +158,17 @@ def fit_reward(recipe: RewardRecipe, run: Run, *, resume: bool = False, callback
     start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
     start = time.perf_counter()
     with guard_resources(run.path, recipe.training, "training (steps and checkpoints)"):
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if checkpoint is not None and _trained_to_the_end(checkpoint, trainer):
+            # Killed in its final save: nothing is left to train, and the Trainer's resume loop would take one
+            # more step before it checks max_steps (as in SFT's train_and_save).
+            training_loss = _restore_finished(trainer, checkpoint)
+        else:
+            training_loss = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).training_loss
     seconds = time.perf_counter() - start
     metrics: dict[str, Any] = {
         "method": recipe.strategy.method,
         "learning_rate": recipe.learning_rate,
-        "train_loss": result.training_loss,
+        "train_loss": training_loss,
         "steps": trainer.state.global_step,
         "train_seconds": seconds,
         # Pairs seen this session (a resumed run counts its own steps only).
