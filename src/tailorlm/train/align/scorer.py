@@ -75,3 +75,26 @@ class RewardModelScorer:
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         conversations = [[*p, {"role": "assistant", "content": c}] for p, c in zip(prompts, completions, strict=True)]
         return reward_scores(self.engine.model, self.engine.tokenizer, conversations, batch_size=self.batch_size)
+
+
+def reward_pairwise(scorer: RewardModelScorer, items: Sequence[Mapping[str, str]]) -> list[Any]:
+    """The judge slot filled by a reward model: ``judge_pairwise``'s items and verdicts, so ``summarize_pairwise``
+    and the AlpacaEval agreement check work unchanged.
+
+    Items carry ``instruction``, ``output_a`` and ``output_b``. A reward model scores each answer on its own, so it
+    has no position bias: both "orders" give the same verdict, and ``margins`` holds r(a) - r(b) (the margin of a
+    logprob-mode judge has the same sign convention).
+    """
+    from tailorlm.eval.judge import PairwiseVerdict
+
+    prompts = [[{"role": "user", "content": it["instruction"]}] for it in items]
+    a = scorer.score(prompts, [it["output_a"] for it in items])
+    b = scorer.score(prompts, [it["output_b"] for it in items])
+    verdicts = []
+    for ra, rb in zip(a, b, strict=True):
+        order = "A" if ra > rb else "B" if rb > ra else "tie"
+        winner = {"A": "a", "B": "b", "tie": "tie"}[order]
+        swapped = {"A": "B", "B": "A", "tie": "tie"}[order]
+        raw = (f"r(a)={ra:.4f} r(b)={rb:.4f}", f"r(b)={rb:.4f} r(a)={ra:.4f}")
+        verdicts.append(PairwiseVerdict(winner, order, swapped, raw, margins=(ra - rb, rb - ra)))  # type: ignore[arg-type]
+    return verdicts
