@@ -158,7 +158,10 @@ def build_dpo_trainer(
     )
     if peft_cfg is not None:
         kwargs["peft_config"] = peft_cfg
-    trainer = _trainer_class(recipe.method)(**kwargs)
+    from tailorlm.train.align.cpu_head import cpu_lm_head
+
+    with cpu_lm_head():  # on a CPU, TRL's fused LM head scores every position: ours only the answers'
+        trainer = _trainer_class(recipe.method)(**kwargs)
     trainer.remove_callback(PrinterCallback)
     return trainer, base, spec, held_rows
 
