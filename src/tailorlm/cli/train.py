@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tailorlm.cli._common import console
 from tailorlm.cli._training import fmt, progress_callback, recipe_source, training_progress
-from tailorlm.cli.train_align import dpo, reward
+from tailorlm.cli.train_align import dpo, reward, rl
 from tailorlm.cli.train_heads import classify
 from tailorlm.cli.train_pretrain import pretrain
 from tailorlm.core.config import load_config
@@ -26,6 +26,7 @@ app.command("pretrain")(pretrain)  # continued pretraining on raw text: cli/trai
 app.command("classify")(classify)  # classification/regression heads: cli/train_heads.py
 app.command("reward")(reward)  # Bradley–Terry reward models: cli/train_align.py
 app.command("dpo")(dpo)  # DPO, IPO, hinge, KTO, ORPO, SimPO: cli/train_align.py
+app.command("rl")(rl)  # online RL, GRPO and RLOO: cli/train_align.py
 
 
 @app.command("sft")

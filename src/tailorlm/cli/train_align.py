@@ -201,3 +201,50 @@ def winrate(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def rl(
+    recipe: str = typer.Argument(None, help="Recipe YAML (optional with --resume: the run's config.yaml is used)."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. algorithm=rloo training.max_steps=10."),
+    resume: Path = typer.Option(None, "--resume", help="Run directory to continue from its latest checkpoint."),
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where new run directories are created."),
+) -> None:
+    """Online RL (GRPO, RLOO) against a verifiable reward, a reward model or a function; prints reward and KL."""
+    from tailorlm.train.align.rl import CURVES_PNG, SAMPLES_MD, fit_rl
+    from tailorlm.train.align.rl_config import RlRecipe
+
+    source, overrides = recipe_source(recipe, overrides, resume, "recipes/rl-grpo.yaml")
+    cfg = load_config(RlRecipe, source, overrides)
+    run = _open_run(cfg, resume, runs_root, "rl")
+    progress = training_progress()
+    with run, progress:
+        fit_rl(cfg, run, resume=resume is not None, callbacks=[progress_callback(progress)])
+    m = json.loads((run.path / "metrics.json").read_text(encoding="utf-8"))
+    table = Table(
+        title=f"{escape(cfg.algorithm)} · {escape(cfg.strategy.method)} · G {cfg.group_size} · β {cfg.beta_value:g} · "
+        f"reward {escape(cfg.reward.kind)} · run {escape(run.id)}"
+    )
+    table.add_column("")
+    table.add_column("", overflow="fold")
+    rows = [
+        ("steps · train time", f"{m.get('steps')} · {fmt(m.get('train_seconds'), '.0f')} s"),
+        ("mean reward: first step → last", f"{fmt(m.get('reward_first'))} → {fmt(m.get('reward_last'))}"),
+        ("KL to the start, last step (per token)", fmt(m.get("kl_last"))),
+        (
+            "answer tokens: first step → last",
+            f"{fmt(m.get('length_first'), '.1f')} → {fmt(m.get('length_last'), '.1f')}",
+        ),
+        ("curves (reward, KL, length)", escape(str(run.path / CURVES_PNG))),
+        ("sampled answers (start, middle, end)", escape(str(run.path / SAMPLES_MD))),
+        ("System", escape(str(run.artifacts / "system.yaml"))),
+    ]
+    if cfg.kl_target is not None:
+        rows.insert(
+            3, (f"β (adaptive, target KL {cfg.kl_target:g})", f"{cfg.beta_value:g} → {fmt(m.get('beta_final'))}")
+        )
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if c := m.get("canaries"):
+        verdict = "[green]ok[/]" if c.get("promotable", True) else f"[red]forgetting: over max_drop {c['max_drop']}[/]"
+        console.print(f"canaries {c['before']:.3f} → {c['after']:.3f} (drop {c['drop']:+.3f}) {verdict}")

@@ -4,6 +4,10 @@
 (``ladder.dpo.method``: DPO by default; IPO, hinge, ORPO, SimPO), the reference being the base with the adapter off.
 It must beat the LoRA SFT rung (or, when that did not run, the rungs below it) on the task's own metric: preference
 data teaches what people prefer, which only pays on the ladder if the eval set rewards it.
+
+**rl** (a task with ``train:`` records whose primary metric scores an answer against its reference): GRPO (or RLOO)
+with LoRA from the base model, the reward being that metric on the model's own sampled answers (a verifiable
+reward). It must beat zero-shot: it learns from the same records as SFT but only from what the model already says.
 """
 
 from __future__ import annotations
@@ -134,3 +138,128 @@ class Dpo(Rung):
 
 
 register_rung(Dpo())
+
+
+class Rl(Rung):
+    name = "rl"
+    title = "online RL on the task's metric (LoRA)"
+    family = "alignment"
+    uses = frozenset({"train"})
+    config_keys = ("rl",)
+    below = "zero-shot"
+    trains = True
+    training_config = "rl"
+
+    def skip_reason(self, task: Task) -> str | None:
+        from tailorlm.eval.metrics import get_metric
+
+        if (why := super().skip_reason(task)) is not None:
+            return why
+        if not get_metric(task.primary).needs_reference:
+            # Tool and JSON checks read per-example metadata, not a reference: no verifiable reward to train on.
+            return f"the primary metric ({task.primary}) does not score an answer against a reference"
+        return None
+
+    def prepare(self, ctx: LadderContext) -> list[Any]:
+        return self.training_records(ctx)
+
+    def training_records(self, ctx: LadderContext) -> list[dict[str, Any]]:
+        """Eval-style records ``{"input", "reference"}``: the input as the eval set shows it (the task's template),
+        and every reference, so the reward credits any acceptable answer. A seeded sample of ``max_records``."""
+        if self.name not in ctx.records:
+            from tailorlm.ladder.rungs import sample_records
+            from tailorlm.ladder.training_data import references, with_references
+
+            examples = with_references(ctx.train_examples(), "the rl rung", ctx.train_path())
+            examples = sample_records(examples, ctx.config.rl.max_records, ctx.task.seed)
+            ctx.records[self.name] = [{"input": ex.text, "reference": references(ex)} for ex in examples]
+        return ctx.records[self.name]
+
+    def write_training_data(self, records: list[dict[str, Any]], path: Path) -> Path:
+        from tailorlm.core.io import atomic_write_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return path
+
+    def _completion_tokens(self, ctx: LadderContext) -> int:
+        return ctx.config.rl.max_completion_length or ctx.task.generation.max_new_tokens
+
+    def recipe(self, ctx: LadderContext, data: Path, *, max_steps: int | None = None) -> Any:
+        """The rung's RL recipe on ``data`` (``max_steps`` and no canaries: the plan's calibration run). The reward
+        is the task's primary metric on answers cut at its stop strings: the score the eval will give."""
+        from tailorlm.train.align.rl_config import RewardSpec, RlRecipe, RlTraining
+
+        cfg = ctx.config.rl
+        steps = max_steps or cfg.max_steps
+        return RlRecipe(
+            name=f"ladder-{self.name}", model=ctx.model, algorithm=cfg.algorithm, prompts=str(data),
+            reward=RewardSpec(kind="metric", metric=ctx.task.primary, stop=list(ctx.task.generation.stop)),
+            group_size=cfg.group_size, beta=cfg.beta, max_completion_length=self._completion_tokens(ctx),
+            training=RlTraining(
+                epochs=cfg.epochs, max_steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                max_length=cfg.max_length, seed=ctx.task.seed, memory_limit_gb=ctx.task.budgets.memory_gb,
+                save_steps=max(1, steps // 4) if steps else 25,
+            ),
+            canaries=TrainingCanarySpec(
+                enabled=max_steps is None, limit=ctx.config.canary_limit, max_drop=ctx.task.canaries.max_drop
+            ),
+        )  # fmt: skip
+
+    def calibration_trainer(self, ctx: LadderContext, data: Path, steps: int, run: Any, callbacks: list[Any]) -> Any:
+        from tailorlm.train.align.rl import build_rl_trainer
+
+        return build_rl_trainer(self.recipe(ctx, data, max_steps=steps), run, callbacks)[0]
+
+    def count_tokens(self, ctx: LadderContext, records: list[dict[str, Any]]) -> int:
+        """Tokens one epoch processes, as TRL counts them: each prompt and each of its group_size answers, which
+        are priced at max_completion_length (sampled answers often run to it; shorter ones make the run faster)."""
+        from tailorlm.models.load import load_tokenizer
+
+        tokenizer = load_tokenizer(ctx.model)
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": r["input"]}], tokenize=False,
+                                          add_generation_prompt=True)
+            for r in records
+        ]  # fmt: skip
+        prompt_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return ctx.config.rl.group_size * (prompt_tokens + len(records) * self._completion_tokens(ctx))
+
+    def build(self, ctx: LadderContext, out: Path) -> Built:
+        from tailorlm.core.io import atomic_write_json
+        from tailorlm.ladder.context import TRAINING_POINTER, _fingerprint, _no_display, _resumable
+        from tailorlm.train.align.rl import fit_rl
+
+        data = self.write_training_data(self.training_records(ctx), out / "prompts.jsonl")
+        recipe = self.recipe(ctx, data)
+        fingerprint = _fingerprint(recipe, data)
+        resume_dir = _resumable(out / TRAINING_POINTER, fingerprint)
+        ctx.release_engine()  # training loads its own copy of the model
+        if resume_dir is not None:
+            run = Run.reopen(resume_dir)
+        else:
+            run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=ctx.task.seed, kind="rl")
+            atomic_write_json(out / TRAINING_POINTER, {"run": str(run.path), "fingerprint": fingerprint})
+        display = ctx.training_display or _no_display
+        with run, display() as callbacks:
+            system = fit_rl(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
+        m = json.loads((run.path / "metrics.json").read_text())
+
+        def num(key: str) -> str:
+            return f"{m[key]:.3f}" if isinstance(m.get(key), int | float) else "–"
+
+        notes = [f"{recipe.algorithm}, G {recipe.group_size}, β {recipe.beta_value:g}: {m.get('steps')} steps; "
+                 f"mean {ctx.task.primary} reward {num('reward_first')} → {num('reward_last')}, KL {num('kl_last')}",
+                 f"curves: {m.get('curves')}; sampled answers: {m.get('samples')}"]  # fmt: skip
+        return Built(
+            system.model_copy(update={"name": self.name}),
+            tokens=int(m.get("tokens") or 0),
+            runs=[str(run.path)],
+            canaries=m.get("canaries"),
+            detail={"training": float(m.get("train_seconds") or 0.0)},
+            artifacts=[run.artifacts],
+            notes=notes,
+        )
+
+
+register_rung(Rl())

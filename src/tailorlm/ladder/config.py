@@ -101,6 +101,29 @@ class DpoRungConfig(StrictModel):
     max_length: int = Field(512, ge=32, description="Prompt + answer tokens; older turns are dropped to fit.")
 
 
+class RlRungConfig(StrictModel):
+    """The online-RL rung (ladder/align_rungs.py), for tasks whose primary metric scores an answer against its
+    reference (a verifiable reward); docs/alignment.md."""
+
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="GRPO (group-normalised) or RLOO (leave-one-out).")
+    group_size: int = Field(4, ge=2, description="Answers sampled per prompt.")
+    beta: float | None = Field(None, ge=0, description="KL coefficient; None: GRPO 0.04, RLOO 0.05.")
+    max_records: int | None = Field(
+        128,
+        ge=1,
+        description="Train on at most N prompts (seeded sample): every step generates group_size answers to "
+        "batch_size prompts, the slow part on a CPU.",
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the prompts.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(2, ge=1, description="Prompts per optimizer step (× group_size answers).")
+    learning_rate: float | None = Field(None, gt=0, description="None: LoRA 1e-5 (docs/alignment.md).")
+    max_completion_length: int | None = Field(
+        None, ge=1, description="New tokens per rollout; None: the task's generation.max_new_tokens."
+    )
+    max_length: int = Field(512, ge=32, description="Prompt + answer tokens; longer prompts are left out.")
+
+
 class ProbesConfig(StrictModel):
     """Bias and safety probes run on the recommended System at the end of a ladder (docs/probes.md)."""
 
@@ -129,6 +152,7 @@ class LadderConfig(StrictModel):
     head: HeadRungConfig = Field(default_factory=HeadRungConfig)
     tools: ToolsRungConfig = Field(default_factory=ToolsRungConfig)
     dpo: DpoRungConfig = Field(default_factory=DpoRungConfig)
+    rl: RlRungConfig = Field(default_factory=RlRungConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
 
 
@@ -144,6 +168,7 @@ QUICK_OVERRIDES: dict[str, object] = {
     "sft": {"max_records": 16, "max_steps": 4},
     "head": {"max_records": 64, "max_steps": 4},
     "dpo": {"max_records": 16, "max_steps": 4},
+    "rl": {"max_records": 16, "max_steps": 2},
     "probes": {"limit": 4, "max_new_tokens": 16},
 }
 
