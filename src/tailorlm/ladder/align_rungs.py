@@ -56,7 +56,8 @@ class Dpo(Rung):
         spec = ctx.task.preference
         assert spec is not None
         fmt = spec.format if spec.format in {"preference", "hh"} else None
-        return PreferenceData(path=str(ctx.task.resolve(spec.path)), format=fmt, limit=ctx.config.dpo.max_records)
+        limits = [n for n in (spec.limit, ctx.config.dpo.max_records) if n is not None]
+        return PreferenceData(path=str(ctx.task.resolve(spec.path)), format=fmt, limit=min(limits, default=None))
 
     def write_training_data(self, records: list[dict[str, Any]], path: Path) -> Path:
         from tailorlm.core.io import atomic_write_text
