@@ -22,6 +22,12 @@ def _ci(block: dict[str, Any], key: str = "accuracy") -> str:
     return f"{block[key]:.3f} [{block['ci_low']:.3f}, {block['ci_high']:.3f}] (n={block['pairs']})"
 
 
+def _kl(kl: dict[str, Any] | None) -> str:
+    if not kl:
+        return "–"
+    return f"{kl['kl_mean']:.3f} ± {fmt(kl.get('kl_std_error'), '.3f')} nats per answer (n={kl['samples']})"
+
+
 def _open_run(cfg: Any, resume: Path | None, runs_root: Path, kind: str) -> Run:
     if resume is not None:
         return Run.reopen(resume)
@@ -103,6 +109,7 @@ def dpo(
             "implicit reward margin · mean log π/π_ref",
             f"{fmt(held.get('implicit_margin_mean'))} · {fmt(held.get('mean_log_ratio'))}",
         ),
+        ("KL(policy ‖ reference), sampled answers", _kl(m.get("kl"))),
         ("System", escape(str(run.artifacts / "system.yaml"))),
     ]
     for name, value in rows:
@@ -184,7 +191,6 @@ def winrate(
     table = Table(title=f"{escape(policy)} vs {escape(start)} · judged by {escape(str(reward_model))}")
     table.add_column("")
     table.add_column("", overflow="fold")
-    kl = report.get("kl") or {}
     rows = [
         ("prompts · identical answers", f"{report['prompts']} · {report['identical_answers']}"),
         ("win rate, ties ½ (95% CI)", f"{report['win_rate']:.3f} [{report['ci_low']:.3f}, {report['ci_high']:.3f}]"),
@@ -193,10 +199,7 @@ def winrate(
             "mean answer chars: policy · start",
             f"{report['answer_chars_policy']:.0f} · {report['answer_chars_start']:.0f}",
         ),
-        (
-            "KL(policy ‖ start) per answer (nats)",
-            f"{fmt(kl.get('kl_mean'), '.3f')} ± {fmt(kl.get('kl_std_error'), '.3f')}",
-        ),
+        ("KL(policy ‖ start), sampled answers", _kl(report.get("kl"))),
     ]
     for name, value in rows:
         table.add_row(name, value)

@@ -109,10 +109,10 @@ class RlRungConfig(StrictModel):
     group_size: int = Field(4, ge=2, description="Answers sampled per prompt.")
     beta: float | None = Field(None, ge=0, description="KL coefficient; None: GRPO 0.04, RLOO 0.05.")
     max_records: int | None = Field(
-        128,
+        64,
         ge=1,
         description="Train on at most N prompts (seeded sample): every step generates group_size answers to "
-        "batch_size prompts, the slow part on a CPU.",
+        "batch_size prompts, the slow part on a CPU (about 15 s a step for the default model on two cores).",
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the prompts.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")

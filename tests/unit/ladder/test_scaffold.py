@@ -275,8 +275,9 @@ def test_rungs_follow_the_data(tmp_path: Path) -> None:
     # every rung but the classification head (a numeric task has no label metric) and the optimized prompt (its
     # search needs more training records than 6: the preflight built its data and said so, with the fix)
     runs = {r.name: r for r in result.rungs}
-    unfit = ("head", "optimized-prompt", "constrained-labels", "tools-constrained", "tools-lora")
+    unfit = ("head", "optimized-prompt", "constrained-labels", "tools-constrained", "tools-lora", "dpo")
     assert all(r.applies for r in result.rungs if r.name not in unfit), runs
+    assert not runs["dpo"].applies and "preference" in str(runs["dpo"].reason)  # no preference pairs
     assert not runs["head"].applies and not runs["constrained-labels"].applies  # no label metric
     assert not runs["tools-constrained"].applies and not runs["tools-lora"].applies  # not scored on tool calls
     assert not runs["optimized-prompt"].applies and "needs at least 81" in str(runs["optimized-prompt"].reason)

@@ -159,6 +159,10 @@ def ladder_prepares(name: str, ctx: LadderContext) -> bool:
             from tailorlm.ladder.tool_rungs import ConstrainedLabels
 
             return len(ConstrainedLabels().prepare(ctx)) >= 2
+        if name in ("rl", "dpo"):  # prompts with references; preference pairs
+            from tailorlm.ladder.align_rungs import Dpo, Rl
+
+            return bool((Rl() if name == "rl" else Dpo()).training_records(ctx))
         return True  # zero-shot, chain-of-thought, rag: no training data
     except TailorError:
         return False

@@ -30,44 +30,47 @@ def _answers(system: System, prompts: Sequence[Messages], params: GenerationPara
     return [c.text for c in engine.generate([list(p) for p in prompts], params, on_progress=on_progress)]
 
 
-def sampled_kl(
-    policy: System, prompts: Sequence[Messages], *, max_new_tokens: int, seed: int = 0, batch_size: int = 8
-) -> dict[str, Any] | None:
-    """Mean sequence KL(π‖π_ref) over one sampled answer per prompt; None when the policy is not one adapter.
+def kl_of_samples(
+    model: Any, tokenizer: Any, prompts: Sequence[Messages], *, max_new_tokens: int, seed: int = 0, batch_size: int = 8
+) -> dict[str, Any]:
+    """Mean sequence KL(π‖π_ref) over one answer per prompt sampled from ``model`` (a PEFT model: its reference is
+    the adapter off, or its frozen "ref" adapter).
 
-    The answer is sampled at temperature 1 (the policy's own distribution) with the adapter on; its log-probability
-    is then read with the adapter on (π) and off (π_ref).
+    The answer is sampled at temperature 1 (the policy's own distribution); its log-probability is then read under
+    the policy and the reference.
     """
-    if len(policy.adapters) != 1:
-        return None
     import torch
 
-    from tailorlm.models.adapters import apply_adapters
-    from tailorlm.models.load import load_model
     from tailorlm.train.align.preference_eval import answer_spans, reference_of, sequence_logps
 
-    loaded = apply_adapters(load_model(policy.model, device="cpu", dtype=torch.float32), policy.adapters)
-    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     samples: list[str] = []
-    for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s : s + batch_size]
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(
-                **enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )  # fmt: skip
-        samples += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    try:
+        for s in range(0, len(prompts), batch_size):
+            chunk = prompts[s : s + batch_size]
+            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                out = model.generate(
+                    **enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )  # fmt: skip
+            samples += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        torch.set_rng_state(generator_state)
+        tokenizer.padding_side = side
     answers = [[{"role": "assistant", "content": a}] for a in samples]
     spans = [answer_spans(tokenizer, list(p), a) for p, a in zip(prompts, answers, strict=True)]
     pi, counts = sequence_logps(model, tokenizer, spans, batch_size)
     with reference_of(model) as ref_model:
         ref, _ = sequence_logps(ref_model, tokenizer, spans, batch_size)
+    model.train(was_training)
     kl = pi - ref
     return {
         "estimator": "k1 on one answer sampled from the policy per prompt (temperature 1)",
@@ -75,7 +78,25 @@ def sampled_kl(
         "kl_per_token": float(kl.sum() / max(counts.sum(), 1)),
         "kl_std_error": float(kl.std(ddof=1) / np.sqrt(len(kl))) if len(kl) > 1 else None,
         "samples": len(kl),
+        "max_new_tokens": max_new_tokens,
     }
+
+
+def sampled_kl(
+    policy: System, prompts: Sequence[Messages], *, max_new_tokens: int, seed: int = 0, batch_size: int = 8
+) -> dict[str, Any] | None:
+    """``kl_of_samples`` of a saved System with one adapter (its reference: the adapter off); None otherwise."""
+    if len(policy.adapters) != 1:
+        return None
+    import torch
+
+    from tailorlm.models.adapters import apply_adapters
+    from tailorlm.models.load import load_model
+
+    loaded = apply_adapters(load_model(policy.model, device="cpu", dtype=torch.float32), policy.adapters)
+    return kl_of_samples(
+        loaded.model, loaded.tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
+    )
 
 
 def compare_with_reward(

@@ -131,6 +131,12 @@ class DpoRecipe(StrictModel):
         description="Score the pairs under the reference once before training, so no step runs the reference "
         "(on a CPU a third of the step time). Off for methods without a reference.",
     )
+    kl_samples: int = Field(
+        32,
+        ge=0,
+        description="Held-out prompts on which KL(policy ‖ reference) is estimated from sampled answers (LoRA; "
+        "0 skips it).",
+    )
     data: PreferenceData = Field(description="Preference pairs (binary records for kto).")
     eval_data: PreferenceData | None = Field(None, description="Held-out pairs; else eval_fraction of data.")
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="Held out from data when eval_data is absent.")

@@ -27,7 +27,12 @@ from typing import Any
 import torch
 
 # The TRL modules that import add_fused_lm_head by name, and so must see the stand-in while a trainer is built.
-_TRAINER_MODULES = ("trl.trainer.dpo_trainer", "trl.trainer.kto_trainer", "trl.trainer.grpo_trainer")
+_TRAINER_MODULES = (
+    "trl.trainer.dpo_trainer",
+    "trl.trainer.kto_trainer",
+    "trl.trainer.grpo_trainer",
+    "trl.trainer.rloo_trainer",
+)
 
 
 def _supported(model: Any, temperature: float, cast_lm_head_to_fp32: bool) -> bool:

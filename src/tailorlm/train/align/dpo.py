@@ -197,6 +197,12 @@ def fit_dpo(recipe: DpoRecipe, run: Run, *, resume: bool = False, callbacks: Seq
                 tr.model, tr.processing_class, held_rows, beta=recipe.beta_value, reference=reference
             )
             del reference
+        if held_rows and recipe.kl_samples and hasattr(tr.model, "peft_config"):
+            from tailorlm.train.align.compare import kl_of_samples
+
+            prompts = [r["prompt"] for r in held_rows[: recipe.kl_samples]]
+            seed = recipe.training.seed
+            out["kl"] = kl_of_samples(tr.model, tr.processing_class, prompts, max_new_tokens=64, seed=seed)
         if "ref" in getattr(tr.model, "peft_config", {}):
             tr.model.delete_adapter("ref")  # the frozen copy of the starting adapter is not part of the result
         return out
