@@ -93,7 +93,7 @@ def _tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
     return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def _trim(prompt: list[dict[str, str]]) -> list[dict[str, str]] | None:
+def trim_oldest(prompt: list[dict[str, str]]) -> list[dict[str, str]] | None:
     """The prompt without its oldest exchange (a system message stays); None when only the last user turn is left."""
     head = [m for m in prompt[:1] if m["role"] == "system"]
     body = prompt[len(head) :]
@@ -114,7 +114,7 @@ def fit_rows(
             n = max(_tokens(tokenizer, [*prompt, *side]) for side in answers(row))
             if n <= max_length:
                 break
-            shorter = _trim(prompt)
+            shorter = trim_oldest(prompt)
             if shorter is None:
                 prompt = None
                 break

@@ -73,8 +73,23 @@ class RewardModelScorer:
         """r(prompt, completion) for each pair; prompts are chat message lists, completions the assistant's text."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        conversations = [[*p, {"role": "assistant", "content": c}] for p, c in zip(prompts, completions, strict=True)]
+        conversations = [
+            self._fit([dict(m) for m in p], {"role": "assistant", "content": c})
+            for p, c in zip(prompts, completions, strict=True)
+        ]
         return reward_scores(self.engine.model, self.engine.tokenizer, conversations, batch_size=self.batch_size)
+
+    def _fit(self, prompt: list[dict[str, str]], answer: dict[str, str]) -> list[dict[str, str]]:
+        """The conversation as training saw it: the prompt's oldest exchanges dropped until it fits the head's
+        ``max_length`` (``data.fit_rows``); a last exchange longer than that is scored whole."""
+        from tailorlm.train.align.data import trim_oldest
+
+        while len(_ids(self.engine.tokenizer, [*prompt, answer])) > self.max_length:
+            shorter = trim_oldest(prompt)
+            if shorter is None:
+                break
+            prompt = shorter
+        return [*prompt, answer]
 
 
 def reward_pairwise(scorer: RewardModelScorer, items: Sequence[Mapping[str, str]]) -> list[Any]:
