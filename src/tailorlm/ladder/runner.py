@@ -348,9 +348,14 @@ class Ladder:
         cfg = self.ctx.config.probes
         if not cfg.enabled or chosen is None or not chosen.system:
             return None
-        from tailorlm.eval.probes.report import probes_markdown, run_probes
+        from tailorlm.eval.probes.report import ProbesReport, probes_markdown, run_probes
 
         system = System.load(chosen.system)
+        # The same System, task and settings as last time: the report is read back, and no model is loaded.
+        key = f"{chosen.key}|{cfg.model_dump_json()}|{Path(chosen.system).read_text(encoding='utf-8')}"
+        saved, saved_key = self.dir / "probes" / "probes.json", self.dir / "probes" / "key.txt"
+        if saved.is_file() and saved_key.is_file() and saved_key.read_text(encoding="utf-8") == key:
+            return ProbesReport.model_validate_json(saved.read_text(encoding="utf-8"))
         self.console.rule(f"[bold]bias and safety probes · {chosen.title}[/]")
         try:
             report = run_probes(
@@ -362,8 +367,9 @@ class Ladder:
             (self.dir / "probes").mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.dir / "probes" / "error.log", traceback.format_exc())
             return f"the probes failed: {type(err).__name__}: {err}"
-        atomic_write_json(self.dir / "probes" / "probes.json", report.model_dump(mode="json"))
+        atomic_write_json(saved, report.model_dump(mode="json"))
         atomic_write_text(self.dir / "probes" / "probes.md", probes_markdown(report))
+        atomic_write_text(saved_key, key)  # last: a key without its report is never read back
         return report
 
     def _write_state(self, status: str, results: list[RungResult], rec: Any = None, wall: float | None = None) -> None:

@@ -79,8 +79,9 @@ def test_every_rung_init_promises_builds_its_data_raft_gold_from_long_documents(
     assert result.task.eval.fields == {"input": "question", "reference": "answer"}
     assert result.task.train is not None and result.task.train.fields == result.task.eval.fields
     promised = {r.name for r in result.rungs if r.applies}
-    # 17 training records are too few for the prompt search's default pool and dev split: init says so.
-    assert promised == {"zero-shot", "few-shot", "rag", "rag-few-shot", "lora", "rag-lora"}, result.rungs
+    # 17 training records are too few for the prompt search's default pool and dev split: init says so. F1 scores
+    # a sampled answer against its reference, so online RL (a verifiable reward) applies.
+    assert promised == {"zero-shot", "few-shot", "rag", "rag-few-shot", "lora", "rag-lora", "rl"}, result.rungs
     with pytest.raises(TailorError):
         OptimizedPrompt().prepare(_context(result.task, tmp_path))
     # A user who shrinks the search (as task.yaml's ladder block allows) gets it: the same check now says yes.
