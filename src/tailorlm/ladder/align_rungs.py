@@ -24,6 +24,26 @@ if TYPE_CHECKING:
     from tailorlm.ladder.context import LadderContext
 
 
+def _train_resumably(ctx: LadderContext, out: Path, recipe: Any, data: Path, kind: str, fit: Any) -> tuple[Run, Any]:
+    """Run ``fit(recipe, run)`` in ``out/runs``, resuming the run a killed ladder left for this recipe and data
+    (the pointer and fingerprint ``LadderContext.train`` uses for SFT)."""
+    from tailorlm.core.io import atomic_write_json
+    from tailorlm.ladder.context import TRAINING_POINTER, _fingerprint, _no_display, _resumable
+
+    fingerprint = _fingerprint(recipe, data)
+    resume_dir = _resumable(out / TRAINING_POINTER, fingerprint)
+    ctx.release_engine()  # training loads its own copy of the model
+    if resume_dir is not None:
+        run = Run.reopen(resume_dir)
+    else:
+        run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=ctx.task.seed, kind=kind)
+        atomic_write_json(out / TRAINING_POINTER, {"run": str(run.path), "fingerprint": fingerprint})
+    display = ctx.training_display or _no_display
+    with run, display() as callbacks:
+        system = fit(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
+    return run, system
+
+
 class Dpo(Rung):
     name = "dpo"
     title = "DPO on preference pairs (LoRA)"
@@ -104,23 +124,11 @@ class Dpo(Rung):
         return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
-        from tailorlm.core.io import atomic_write_json
-        from tailorlm.ladder.context import TRAINING_POINTER, _fingerprint, _no_display, _resumable
         from tailorlm.train.align.dpo import fit_dpo
 
         data = self.write_training_data(self.training_records(ctx), out / "pairs.jsonl")
         recipe = self.recipe(ctx, data)
-        fingerprint = _fingerprint(recipe, data)
-        resume_dir = _resumable(out / TRAINING_POINTER, fingerprint)
-        ctx.release_engine()  # training loads its own copy of the model
-        if resume_dir is not None:
-            run = Run.reopen(resume_dir)
-        else:
-            run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=ctx.task.seed, kind="dpo")
-            atomic_write_json(out / TRAINING_POINTER, {"run": str(run.path), "fingerprint": fingerprint})
-        display = ctx.training_display or _no_display
-        with run, display() as callbacks:
-            system = fit_dpo(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
+        run, system = _train_resumably(ctx, out, recipe, data, "dpo", fit_dpo)
         metrics = json.loads((run.path / "metrics.json").read_text())
         held = metrics.get("held_out") or {}
         notes = [f"{recipe.method}, β {recipe.beta_value:g}: {metrics.get('steps')} steps, "
@@ -227,23 +235,11 @@ class Rl(Rung):
         return ctx.config.rl.group_size * (prompt_tokens + len(records) * self._completion_tokens(ctx))
 
     def build(self, ctx: LadderContext, out: Path) -> Built:
-        from tailorlm.core.io import atomic_write_json
-        from tailorlm.ladder.context import TRAINING_POINTER, _fingerprint, _no_display, _resumable
         from tailorlm.train.align.rl import fit_rl
 
         data = self.write_training_data(self.training_records(ctx), out / "prompts.jsonl")
         recipe = self.recipe(ctx, data)
-        fingerprint = _fingerprint(recipe, data)
-        resume_dir = _resumable(out / TRAINING_POINTER, fingerprint)
-        ctx.release_engine()  # training loads its own copy of the model
-        if resume_dir is not None:
-            run = Run.reopen(resume_dir)
-        else:
-            run = Run.create(recipe.name, root=out / "runs", config=recipe, seed=ctx.task.seed, kind="rl")
-            atomic_write_json(out / TRAINING_POINTER, {"run": str(run.path), "fingerprint": fingerprint})
-        display = ctx.training_display or _no_display
-        with run, display() as callbacks:
-            system = fit_rl(recipe, run, resume=resume_dir is not None, callbacks=callbacks)
+        run, system = _train_resumably(ctx, out, recipe, data, "rl", fit_rl)
         m = json.loads((run.path / "metrics.json").read_text())
 
         def num(key: str) -> str:
