@@ -184,6 +184,8 @@ def test_the_shipped_recipe_loads_with_the_papers_defaults() -> None:
     assert _recipe("algorithm=rloo").beta_value == 0.05
     assert _recipe("strategy.method=full").learning_rate == 1e-6
     assert _recipe("beta=0").beta_value == 0.0
+    ppo = _recipe("algorithm=ppo", "group_size=1")
+    assert ppo.beta_value == 0.05 and ppo.ppo.epochs == 4 and ppo.ppo.value_coef == 0.1
 
 
 @pytest.mark.parametrize(
@@ -200,8 +202,9 @@ def test_the_shipped_recipe_loads_with_the_papers_defaults() -> None:
         (["reward.kind=python"], "reward.function"),
         (["reward.kind=python", "reward.function=nocolon"], "reward.function"),
         (["task=null", "prompts=p.jsonl"], "needs reward.metric"),
-        (["group_size=1"], "group_size"),
-        (["algorithm=ppo"], "algorithm"),
+        (["group_size=1"], "group_size must be at least 2"),
+        (["algorithm=dqn"], "algorithm"),
+        (["algorithm=ppo", "ppo.clip=0"], "clip"),
     ],
 )
 def test_bad_recipes_fail_with_a_clear_error(overrides: list[str], message: str) -> None:

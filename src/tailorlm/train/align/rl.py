@@ -46,6 +46,7 @@ log = logging.getLogger("tailorlm.train.align")
 CURVES_PNG = "rl-curves.png"
 SAMPLES_JSONL = "samples.jsonl"
 SAMPLES_MD = "samples.md"
+SMOOTHING = 5  # steps in the reward curve's trailing mean
 DEFAULT_COMPLETION_TOKENS = 128  # a prompts file without a task: room for a short paragraph
 
 # --- rewards --------------------------------------------------------------------------------------------------------
@@ -220,7 +221,9 @@ def load_rl_prompts(recipe: RlRecipe, system: System, run: Run | None = None) ->
 
     source = recipe.task or recipe.prompts
     assert source is not None
-    loaded = load_prompts(source, system)
+    loaded = load_prompts(source, system, skip_invalid=recipe.skip_invalid and recipe.prompts is not None)
+    if loaded.issues:
+        log.warning("%s: %d malformed record(s) left out (skip_invalid)", source, len(loaded.issues))
     if run is not None:
         import hashlib
 
@@ -313,7 +316,9 @@ def _kl_callback(trainer: Any, recipe: RlRecipe, run: Run) -> Any:
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
             kl = (logs or {}).get("kl")
             if isinstance(kl, int | float) and math.isfinite(kl):
-                samples = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+                samples = getattr(trainer, "completions_per_step", None) or (
+                    args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+                )
                 trainer.beta = controller.update(float(kl), samples)
                 run.log_metrics({"beta": trainer.beta}, step=state.global_step)
 
@@ -326,6 +331,46 @@ def _last_logged(run_dir: Path, key: str, upto: int) -> float | None:
         if key in row and int(row.get("step") or 0) <= upto:
             value = float(row[key])
     return value
+
+
+def _ppo_trainer(
+    recipe: RlRecipe, run: Run, model: Any, tokenizer: Any, peft_cfg: Any, rows: list[dict[str, Any]],
+    reward: Any, max_new: int, callbacks: Sequence[Any],
+) -> Any:  # fmt: skip
+    """Our PPO trainer (``ppo.py``): a batch is ``batch_size`` prompts, each optimizer step one clipped update."""
+    import datasets
+    from transformers import PrinterCallback, TrainingArguments
+
+    from tailorlm.train.align.ppo import PpoTrainer
+    from tailorlm.train.sft.recipe import _run_callback
+
+    if peft_cfg is None and hasattr(model, "peft_config"):
+        raise ConfigError(
+            "ppo starts a new LoRA adapter; continuing a System's adapter needs its frozen copy as the reference",
+            hint="algorithm: grpo continues a System's adapter, or give model: instead of system:",
+        )
+    if peft_cfg is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_cfg)
+    shared = shared_arguments(recipe, run, micro_batch=recipe.training.batch_size, grad_accum=1)
+    shared.pop("max_length")
+    shared["include_num_input_tokens_seen"] = "no"  # the trainer counts each rollout's tokens itself
+    trainer = PpoTrainer(
+        model=model,
+        args=TrainingArguments(**shared),
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        reward=reward,
+        group_size=recipe.group_size,
+        max_new_tokens=max_new,
+        temperature=recipe.temperature,
+        beta=recipe.beta_value,
+        ppo=recipe.ppo,
+        callbacks=[_run_callback(run), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def build_rl_trainer(
@@ -352,6 +397,11 @@ def build_rl_trainer(
     t = recipe.training
     micro, accum = micro_batches(t.batch_size * recipe.group_size, t.micro_batch_size)
     recorder = SampleRecorder(reward, run.path / SAMPLES_JSONL, recipe.samples_per_step, reward.stop)
+    if recipe.algorithm == "ppo":
+        trainer = _ppo_trainer(recipe, run, model, tokenizer, peft_cfg, rows, recorder, max_new, callbacks)
+        if recipe.kl_target is not None:
+            trainer.add_callback(_kl_callback(trainer, recipe, run))
+        return trainer, base, spec, start.prompt
     kwargs: dict[str, Any] = dict(
         model=model,
         reward_funcs=[recorder],
@@ -422,8 +472,13 @@ def curves_png(series: Mapping[str, Mapping[int, float]], path: Path, title: str
     if steps:
         mean = np.array([reward[s] for s in steps])
         std = np.array([series.get("reward_std", {}).get(s, 0.0) for s in steps])
-        axes[0].plot(steps, mean, color="#4C72B0", marker="o", markersize=3)
-        axes[0].fill_between(steps, mean - std, mean + std, color="#4C72B0", alpha=0.2)
+        axes[0].plot(steps, mean, color="#4C72B0", marker="o", markersize=3, alpha=0.6, label="step")
+        axes[0].fill_between(steps, mean - std, mean + std, color="#4C72B0", alpha=0.15)
+        if len(steps) >= 2 * SMOOTHING:
+            # A step's mean is of a few answers: the trailing mean over SMOOTHING steps shows the trend.
+            trend = np.convolve(mean, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
+            axes[0].plot(steps[SMOOTHING - 1 :], trend, color="#1F3A68", linewidth=2, label=f"mean of {SMOOTHING}")
+            axes[0].legend(loc="best", fontsize=8)
     axes[0].set_ylabel("reward")
     kl = series.get("kl", {})
     axes[1].plot(sorted(kl), [kl[s] for s in sorted(kl)], color="#C44E52", marker="o", markersize=3)

@@ -22,7 +22,7 @@ from tailorlm.core.config import StrictModel
 from tailorlm.core.task import TrainingCanarySpec
 from tailorlm.train.sft.config import LORA_FAMILY, Strategy, Training
 
-RlAlgorithm = Literal["grpo", "rloo"]
+RlAlgorithm = Literal["grpo", "rloo", "ppo"]
 RewardKind = Literal["metric", "reward_model", "python"]
 
 # The KL coefficient per algorithm when the recipe gives none.
@@ -34,6 +34,8 @@ BETA_DEFAULTS: dict[str, float] = {
     # TRL's RLOOConfig default (0.05), a sequence-level k1 penalty subtracted from the reward as in Ahmadian et al.
     # 2024 (arXiv:2402.14740).
     "rloo": 0.05,
+    # TRL's former PPOConfig (kl_coef 0.05, trl 0.11–0.x), a per-token k1 penalty in the reward (Ziegler et al. 2019).
+    "ppo": 0.05,
 }
 # AdamW learning rates: "LoRA Without Regret" (Schulman et al. 2025, Thinking Machines; reproduced in TRL's
 # docs/lora_without_regret.md): GRPO with LoRA at 1e-5 matched full fine-tuning at 1e-6 (TRL's GRPO default).
@@ -71,6 +73,17 @@ class RewardSpec(StrictModel):
         return self
 
 
+class PpoSpec(StrictModel):
+    """PPO's own knobs; the defaults are TRL's former ``PPOConfig`` (and Huang et al. 2024, arXiv:2403.17031)."""
+
+    epochs: int = Field(4, ge=1, description="Clipped updates on each rollout (TRL's num_ppo_epochs).")
+    clip: float = Field(0.2, gt=0, description="ε of the policy ratio's clip (Schulman et al. 2017).")
+    value_clip: float = Field(0.2, gt=0, description="How far one rollout's updates may move a value estimate.")
+    value_coef: float = Field(0.1, ge=0, description="Weight of the value loss next to the policy loss (vf_coef).")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount over answer tokens (1: the reward comes at the end).")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE's λ (Schulman et al. 2016).")
+
+
 class RlTraining(Training):
     """SFT's knobs with online RL's defaults. ``batch_size`` counts *prompts* per optimizer step: each is answered
     ``group_size`` times, so a step trains on batch_size × group_size completions."""
@@ -92,19 +105,24 @@ class RlRecipe(StrictModel):
     system: str | None = Field(
         None, description="Start from a saved System (its model and prompt; its one LoRA adapter trains on)."
     )
-    algorithm: RlAlgorithm = Field("grpo", description="grpo | rloo (both critic-free; TRL 1.16 has no PPO).")
+    algorithm: RlAlgorithm = Field(
+        "grpo", description="grpo | rloo (critic-free, TRL's trainers) | ppo (a value head; ours: train/align/ppo.py)."
+    )
     task: str | None = Field(None, description="A task.yaml: its train: records are the prompts and references.")
     prompts: str | None = Field(
         None, description="Instead of task: a data file of eval records (input/reference), chats or preference pairs."
     )
     limit: int | None = Field(None, ge=1, description="Train on a seeded sample of N prompts.")
+    skip_invalid: bool = Field(
+        False, description="prompts: leave out (and count) malformed records instead of stopping at the first."
+    )
     reward: RewardSpec = Field(default_factory=RewardSpec)
     group_size: int = Field(
         4,
-        ge=2,
+        ge=1,
         description="Answers sampled per prompt (TRL's num_generations). DeepSeekMath sampled 64 (Sec. 4.2); on a "
         "CPU every answer is a generation, so 4: the smallest group whose mean and spread mean something (RLOO's "
-        "paper gains from k=2 to k=4, Ahmadian et al. 2024).",
+        "paper gains from k=2 to k=4, Ahmadian et al. 2024). PPO's value head is its baseline: 1 is enough there.",
     )
     beta: float | None = Field(
         None, ge=0, description="KL coefficient; None: GRPO 0.04 (DeepSeekMath), RLOO 0.05 (TRL). 0: no reference."
@@ -130,6 +148,7 @@ class RlRecipe(StrictModel):
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group", description="grpo: divide advantages by the group's std (paper), the batch's, or not (Dr. GRPO)."
     )
+    ppo: PpoSpec = Field(default_factory=PpoSpec, description="algorithm ppo: its clipping, value loss and GAE.")
     samples_per_step: int = Field(
         8, ge=1, description="Rollouts kept per step in samples.jsonl (samples.md shows start, middle and end)."
     )
@@ -146,6 +165,8 @@ class RlRecipe(StrictModel):
             raise ValueError("give exactly one of task: (a task.yaml) and prompts: (a data file)")
         if self.strategy.method not in {*LORA_FAMILY, "full", "freeze"} or self.strategy.method == "qlora":
             raise ValueError(f"online RL trains with lora, dora, rslora, full or freeze, not {self.strategy.method}")
+        if self.algorithm != "ppo" and self.group_size < 2:
+            raise ValueError(f"{self.algorithm} compares answers to the same prompt: group_size must be at least 2")
         if self.kl_target is not None and self.beta_value == 0:
             raise ValueError("kl_target steers beta, which must start above 0 (beta: 0 drops the reference)")
         if self.reward.kind == "metric" and self.reward.metric is None and self.task is None:

@@ -202,3 +202,60 @@ class AdaptiveKLController:
         proportional_error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.kl_coef *= 1.0 + proportional_error * n_steps / self.horizon
         return self.kl_coef
+
+
+# --- PPO's clipped objectives (Schulman et al. 2017, arXiv:1707.06347) ----------------------------------------------
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is 1 (a scalar; 0 when the mask is empty)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """``values`` normalised to mean 0 and variance 1 over the masked positions (zero elsewhere).
+
+    PPO for language models whitens the advantages of a batch (Ziegler et al.'s lm-human-preferences; Huang et al.
+    2024, "The N+ implementation details of RLHF with PPO", arXiv:2403.17031, detail 4): the scale of the reward model
+    then does not set the step size. The variance is the unbiased one over the masked entries, as there.
+    """
+    mask = mask.to(values.dtype)
+    mean = masked_mean(values, mask)
+    centred = (values - mean) * mask
+    n = mask.sum()
+    var = (centred**2).sum() / (n - 1).clamp(min=1.0)
+    whitened = centred * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean * mask
+    return whitened * mask
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate, to minimise: the masked mean of max(−Â·ρ, −Â·clip(ρ, 1 − ε, 1 + ε)) with the
+    per-token ratio ρ = π/π_old (Schulman et al. 2017, Eq. 7, negated). Returns ``(loss, clip_fraction)``: the share
+    of answer tokens where the clipped term was the larger one (the update was held back there)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clip_fraction = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
+    return loss, clip_fraction.detach()
+
+
+def ppo_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The value head's clipped squared error, to minimise: ½·masked mean of max((V − R)², (V_clip − R)²) with
+    V_clip = V_old + clip(V − V_old, −ε, ε) (OpenAI baselines' ppo2, kept by lm-human-preferences and TRL's former
+    PPO trainer). Returns ``(loss, clip_fraction)``."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+    unclipped = (values - returns) ** 2
+    clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    clip_fraction = masked_mean((clipped > unclipped).to(values.dtype), mask)
+    return loss, clip_fraction.detach()
