@@ -79,6 +79,9 @@ def cai(
     seed: int = typer.Option(None, "--seed", help="Seeds the principle drawn per prompt and round [0]."),
     max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Cap every generation; default: each System's."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Prompts per generate call and per save [8]."),
+    reward_model: Path = typer.Option(
+        None, "--reward-model", help="A `tailor train reward` run's artifacts: score the answers and revisions."
+    ),
     runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where new run directories are created."),
     resume: Path = typer.Option(None, "--resume", help="A cai run directory to continue with its prompts not done."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -97,6 +100,7 @@ def cai(
         "seed": seed,
         "max_new_tokens": max_tokens,
         "batch_size": batch_size,
+        "reward_model": str(reward_model.absolute()) if reward_model else None,
     }
     cfg = _config(resume, given)
     if resume is not None:
@@ -148,6 +152,14 @@ def _print(summary: dict[str, Any], run: Run, commands: list[str]) -> None:
         escape(skipped),
     )
     console.print(table)
+    reward = summary.get("reward")
+    if reward and reward.get("n"):
+        low, high = reward["revision_win_rate_ci95"]
+        console.print(
+            f"reward model on {reward['n']} answers: original {reward['answer_mean']:+.3f} → revision "
+            f"{reward['revision_mean']:+.3f}; the revision scores higher {reward['revision_win_rate']:.0%} "
+            f"[{low:.0%}, {high:.0%}] of the time"
+        )
     paths = Table.grid(padding=(0, 2))
     for name, path in summary["files"].items():
         paths.add_row(name, escape(path))

@@ -123,7 +123,7 @@ def test_outcomes_cover_every_prompt_once() -> None:
 def _cfg(tmp_path: Path, **kw: Any) -> CaiConfig:
     path = tmp_path / "prompts.txt"
     path.write_text("\n".join(PROMPTS) + "\n")
-    return CaiConfig(system="scripted", prompts=str(path), batch_size=2, **kw)
+    return CaiConfig(**{"system": "scripted", "prompts": str(path), "batch_size": 2, **kw})
 
 
 def test_run_writes_loadable_outputs_and_a_summary_whose_counts_add_up(tmp_path: Path) -> None:
@@ -190,3 +190,42 @@ def test_load_prompts(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text("[]")
     with pytest.raises(DataError, match="JSON Lines"):
         load_prompts(tmp_path / "p.json")
+
+
+class LengthRewardModel:
+    """Stands in for the reward model's weights: scores an answer by its length (what a trained head would learn
+    is not the point here; the aggregation is)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+
+    def score(self, prompts: Sequence[Any], completions: Sequence[str]) -> list[float]:
+        assert all(p[-1]["role"] == "user" for p in prompts)
+        return [float(len(c)) for c in completions]
+
+
+def test_a_reward_model_scores_answers_and_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tailorlm.train.align.scorer as scorer
+
+    monkeypatch.setattr(scorer, "RewardModelScorer", LengthRewardModel)
+    roles, _ = _roles()
+    cfg = _cfg(tmp_path, reward_model="rm")
+    with Run.create("cai", root=tmp_path / "runs", config=cfg, kind="cai") as run:
+        summary = run_cai(cfg, run, roles=roles)
+    reward = summary["reward"]
+    # 3 prompts have an answer and a revision: two revisions append " +r" (longer), one is unchanged (a tie, ½).
+    assert reward["n"] == 3 and reward["revision_win_rate"] == pytest.approx(2.5 / 3)
+    assert reward["revision_mean"] - reward["answer_mean"] == pytest.approx(2 * 3 / 3)
+    low, high = reward["revision_win_rate_ci95"]
+    assert low <= reward["revision_win_rate"] <= high
+    assert json.loads((run.artifacts / "summary.json").read_text())["reward"] == reward
+
+
+def test_a_reward_model_that_is_not_one_fails_before_the_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tailorlm.errors import ConfigError
+    from tailorlm.train.align.cai import preflight
+
+    not_rm = System(model=str(tiny_model_dir)).save(tmp_path / "plain")
+    cfg = _cfg(tmp_path, system=str(tiny_model_dir), reward_model=str(not_rm))
+    with pytest.raises(ConfigError, match="not a reward model"):
+        preflight(cfg)

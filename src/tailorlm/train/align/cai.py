@@ -81,6 +81,9 @@ class CaiConfig(StrictModel):
     seed: int = Field(0, description="Seeds the principle drawn for each prompt and round.")
     batch_size: int = Field(8, ge=1, description="Prompts per generate call per stage, and per fsynced append.")
     max_new_tokens: int | None = Field(None, ge=1, description="Cap on every generation; None = each System's.")
+    reward_model: str | None = Field(
+        None, description="A `tailor train reward` model: the summary adds its score of the answers and revisions."
+    )
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,10 @@ def preflight(cfg: CaiConfig) -> None:
     load_prompts(cfg.prompts, cfg.limit)
     for role, spec in _role_specs(cfg).items():
         _role_system(role, spec)
+    if cfg.reward_model:
+        from tailorlm.train.align.scorer import check_reward_model
+
+        check_reward_model(cfg.reward_model)
 
 
 def _role_specs(cfg: CaiConfig) -> dict[str, str]:
@@ -331,7 +338,13 @@ def _jsonl(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_outputs(
-    prompts: Sequence[CaiPrompt], steps: dict[str, dict[str, Any]], out: Path, *, generated: int, rounds: int
+    prompts: Sequence[CaiPrompt],
+    steps: dict[str, dict[str, Any]],
+    out: Path,
+    *,
+    generated: int,
+    rounds: int,
+    reward: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write sft.jsonl, preference.jsonl and (last) summary.json atomically; return the summary."""
     from tailorlm.serve.stats import wilson_interval
@@ -365,12 +378,39 @@ def write_outputs(
         "pairs": len(pairs),
         "skipped": {k: outcomes.get(k, 0) for k in ("empty_answer", "empty_revision", "unchanged")},
         "principles": dict(Counter(r["principle"] for s in ordered for r in s["rounds"]).most_common()),
+        "reward": reward,
         "files": {
             name: str((out / name).absolute()) for name in (STEPS_FILE, SFT_FILE, PREFERENCE_FILE, SUMMARY_FILE)
         },
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def score_revisions(
+    reward_model: str | Path, prompts: Sequence[CaiPrompt], steps: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The reward model's score of each original answer and its final revision (prompts where both are non-empty):
+    the means, and how often the revision scores higher (ties ½), with a bootstrap 95% CI."""
+    from tailorlm.train.align.compare import win_rate
+    from tailorlm.train.align.scorer import RewardModelScorer
+
+    scored = [steps[p.id] for p in prompts if p.id in steps and steps[p.id]["answer"] and steps[p.id]["revision"]]
+    if not scored:
+        return {"n": 0}
+    scorer = RewardModelScorer(reward_model)
+    conversations = [[{"role": "user", "content": s["prompt"]}] for s in scored]
+    before = scorer.score(conversations, [s["answer"] for s in scored])
+    after = scorer.score(conversations, [s["revision"] for s in scored])
+    wins = win_rate(after, before)
+    return {
+        "reward_model": str(reward_model),
+        "n": len(scored),
+        "answer_mean": sum(before) / len(before),
+        "revision_mean": sum(after) / len(after),
+        "revision_win_rate": wins["win_rate"],
+        "revision_win_rate_ci95": [wins["ci_low"], wins["ci_high"]],
+    }
 
 
 def _start(cfg: CaiConfig, run: Run) -> tuple[list[CaiPrompt], Constitution]:
@@ -413,7 +453,8 @@ def run_cai(
             # One fsynced append per batch: a kill loses at most this batch, and a torn line is redone.
             append_text(art / STEPS_FILE, _jsonl(steps), fsync=True)
             done.update((s["id"], s) for s in steps)
-    summary = write_outputs(prompts, done, art, generated=len(pending), rounds=cfg.rounds)
+    reward = score_revisions(cfg.reward_model, prompts, done) if cfg.reward_model else None
+    summary = write_outputs(prompts, done, art, generated=len(pending), rounds=cfg.rounds, reward=reward)
     metrics = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    run.write_metrics({"cai": {**metrics, "skipped": summary["skipped"]}})
+    run.write_metrics({"cai": {**metrics, "skipped": summary["skipped"], **({"reward": reward} if reward else {})}})
     return summary

@@ -99,6 +99,16 @@ def sampled_kl(
     )
 
 
+def win_rate(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """Share of items where score ``a`` beats ``b`` (ties count ½), with its bootstrap 95% CI."""
+    from tailorlm.eval.stats import bootstrap_ci
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    wins = np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0))
+    ci = bootstrap_ci(wins, seed=seed)
+    return {"win_rate": ci["mean"], "ci_low": ci["low"], "ci_high": ci["high"]}
+
+
 def compare_with_reward(
     policy: System,
     start: System,
@@ -111,21 +121,14 @@ def compare_with_reward(
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Win rate of ``policy`` over ``start`` by ``score`` (a reward model's) with a CI, mean rewards, and the KL."""
-    from tailorlm.eval.stats import bootstrap_ci
-
     params = GenerationParams(max_new_tokens=max_new_tokens)
     t0 = time.perf_counter()
     ours = _answers(policy, prompts, params, on_progress)
     theirs = _answers(start, prompts, params, on_progress)
     r_ours, r_theirs = np.asarray(score(prompts, ours)), np.asarray(score(prompts, theirs))
-    diff = r_ours - r_theirs
-    wins = np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0))
-    ci = bootstrap_ci(wins, seed=seed)
     report: dict[str, Any] = {
         "prompts": len(prompts),
-        "win_rate": ci["mean"],
-        "ci_low": ci["low"],
-        "ci_high": ci["high"],
+        **win_rate(r_ours, r_theirs, seed=seed),
         "identical_answers": int(sum(a == b for a, b in zip(ours, theirs, strict=True))),
         "reward_policy": float(r_ours.mean()),
         "reward_start": float(r_theirs.mean()),

@@ -51,6 +51,17 @@ def reward_scores(
     return out
 
 
+def check_reward_model(path: str | Path) -> None:
+    """Fail now, before any generation, if ``path`` is not a reward-model System (no weights are loaded)."""
+    from tailorlm.core.system import System
+
+    system = System.load(path)
+    if system.head is None or system.head.problem != "regression":
+        raise ConfigError(
+            f"{path} is not a reward model: it has no regression head", hint="train one with `tailor train reward`"
+        )
+
+
 class RewardModelScorer:
     """Load a reward-model System (``tailor train reward``'s artifacts, or its system.yaml) and score answers."""
 
@@ -58,12 +69,8 @@ class RewardModelScorer:
         from tailorlm.core.system import System
         from tailorlm.models.engines.head import HeadEngine
 
+        check_reward_model(path)
         system = System.load(path)
-        if system.head is None or system.head.problem != "regression":
-            raise ConfigError(
-                f"{path} is not a reward model: it has no regression head",
-                hint="train one with `tailor train reward`",
-            )
         self.engine = HeadEngine(system, device=device, batch_size=batch_size)
         self.name = system.name or str(path)
         self.max_length = system.head.max_length
