@@ -42,6 +42,7 @@ from tailorlm.train.align.rl_math import (
     ppo_policy_loss,
     ppo_value_loss,
 )
+from tailorlm.train.align.rollouts import merged_adapter
 
 log = logging.getLogger("tailorlm.train.align")
 
@@ -198,7 +199,8 @@ class PpoTrainer(Trainer):  # type: ignore[misc]
             pad_token_id=tokenizer.pad_token_id, eos_token_id=end_ids,
         )  # fmt: skip
         prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen)
+        with merged_adapter(model):  # rollouts.py: the same samples, without LoRA's per-token work
+            out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen)
         P = prompt_ids.size(1)
         answer = out[:, P:]
         mask = answer_mask(answer, end_ids)

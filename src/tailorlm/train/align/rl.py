@@ -417,9 +417,10 @@ def build_rl_trainer(
     else:
         from trl import RLOOTrainer as Trainer
     from tailorlm.train.align.cpu_head import cpu_lm_head
+    from tailorlm.train.align.rollouts import with_merged_rollouts
 
     with cpu_lm_head(enabled=use_cpu_head):  # on a CPU TRL's fused head scores every position: ours the answers'
-        trainer = Trainer(**kwargs)
+        trainer = with_merged_rollouts(Trainer)(**kwargs)
     trainer.remove_callback(PrinterCallback)
     if recipe.kl_target is not None:
         trainer.add_callback(_kl_callback(trainer, recipe, run))
