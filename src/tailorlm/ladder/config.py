@@ -105,7 +105,9 @@ class RlRungConfig(StrictModel):
     """The online-RL rung (ladder/align_rungs.py), for tasks whose primary metric scores an answer against its
     reference (a verifiable reward); docs/alignment.md."""
 
-    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="GRPO (group-normalised) or RLOO (leave-one-out).")
+    algorithm: Literal["grpo", "rloo", "ppo"] = Field(
+        "grpo", description="GRPO (group-normalised), RLOO (leave-one-out) or PPO (a value head)."
+    )
     group_size: int = Field(4, ge=2, description="Answers sampled per prompt.")
     beta: float | None = Field(None, ge=0, description="KL coefficient; None: GRPO 0.04, RLOO 0.05.")
     max_records: int | None = Field(
