@@ -95,7 +95,9 @@ def test_only_the_adapter_and_value_head_change(tmp_path: Path, tiny_model_dir: 
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         head = trainer.value_head.weight.detach().clone()
         trainer.train()
-        changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+        # Rollouts merge the adapter into the base weights and take it out again (rollouts.py): the round trip
+        # may move a base weight by an ulp, which is rounding, not training.
+        changed = {n for n, p in trainer.model.named_parameters() if not torch.allclose(p, before[n], atol=1e-6)}
     assert changed and all("lora_" in n for n in changed), changed
     assert not torch.equal(trainer.value_head.weight, head)
     betas = [r["beta"] for r in _metric_rows(run.path) if "beta" in r]

@@ -104,7 +104,9 @@ def test_python_reward_adaptive_kl_and_only_the_adapter_changes(
         trainer, *_ = build_rl_trainer(recipe, run)
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
-        changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+        # Rollouts merge the adapter into the base weights and take it out again (rollouts.py): the round trip
+        # may move a base weight by an ulp, which is rounding, not training.
+        changed = {n for n, p in trainer.model.named_parameters() if not torch.allclose(p, before[n], atol=1e-6)}
     assert changed and all("lora_" in n for n in changed), changed
     rows = _metric_rows(run.path)
     assert all(r["reward"] <= 0 for r in rows if "reward" in r)
