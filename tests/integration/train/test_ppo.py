@@ -149,3 +149,15 @@ def test_a_killed_run_resumes_with_its_value_head(tmp_path: Path, tiny_model_dir
     # The second rollout (step 3) samples with the restored RNG from the restored adapter and value head.
     for key in ("reward", "kl", "value_mean", "policy_loss"):
         assert series(killed.path, key) == pytest.approx(series(whole.path, key), rel=1e-4, abs=1e-6), key
+
+
+def test_too_few_prompts_for_one_rollout_is_a_clear_error(
+    tmp_path: Path, tiny_model_dir: Path, tiny_task: Path
+) -> None:
+    from tailorlm.errors import ConfigError
+
+    recipe = load_config(RlRecipe, RECIPE, [f"model={tiny_model_dir}", f"task={tiny_task}", *BASE,
+                                            "training.batch_size=8"])  # fmt: skip
+    with Run.create("rl", root=tmp_path / "runs", config=recipe, kind="rl") as run, pytest.raises(ConfigError) as err:
+        build_rl_trainer(recipe, run)
+    assert "batch_size=8" in str(err.value) and "only 4" in str(err.value)

@@ -349,6 +349,12 @@ def _ppo_trainer(
             "ppo starts a new LoRA adapter; continuing a System's adapter needs its frozen copy as the reference",
             hint="algorithm: grpo continues a System's adapter, or give model: instead of system:",
         )
+    if len(rows) < recipe.training.batch_size:
+        raise ConfigError(
+            f"ppo samples a rollout of training.batch_size={recipe.training.batch_size} prompts, "
+            f"but only {len(rows)} are usable",
+            hint="lower training.batch_size or give more prompts",
+        )
     if peft_cfg is not None:
         from peft import get_peft_model
 
