@@ -138,6 +138,7 @@ class PpoTrainer(Trainer):  # type: ignore[misc]
             data_collator=_rows,
             callbacks=list(callbacks),
         )
+        self.value_head.to(self.args.device)  # the Trainer placed the model; the head goes with it
         self.completions_per_step = args.per_device_train_batch_size * group_size
 
     # --- data and optimizer -----------------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class PpoTrainer(Trainer):  # type: ignore[misc]
             do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=end_ids,
         )  # fmt: skip
-        prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
+        prompt_ids, prompt_mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
         with merged_adapter(model):  # rollouts.py: the same samples, without LoRA's per-token work
             out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen)
         P = prompt_ids.size(1)
@@ -221,14 +222,15 @@ class PpoTrainer(Trainer):  # type: ignore[misc]
         completions = [[{"role": "assistant", "content": text}] for text in texts]
         got = self.reward(prompts=prompts, completions=completions, references=references, trainer_state=self.state)
         unscored = sum(s is None for s in got)
-        score = torch.tensor([0.0 if s is None else float(s) for s in got])
+        score = torch.tensor([0.0 if s is None else float(s) for s in got], device=mask.device)
 
         rewards = kl_penalized_rewards(score, logprobs, ref_logprobs, mask, self.beta, "k1")
         advantages, returns = gae(rewards, values, mask, self.ppo.gamma, self.ppo.lam)
         advantages = masked_whiten(advantages, mask)
         kl = kl_estimate(logprobs, ref_logprobs, "k1") * mask
         lengths = mask.sum(dim=1)
-        cut = ~torch.isin(answer, torch.tensor(end_ids)).any(dim=1)  # ran to max_new_tokens: a rising share is growth
+        # Answers that ran to max_new_tokens without an end token: a rising share is answers growing.
+        cut = ~torch.isin(answer, torch.tensor(end_ids, device=answer.device)).any(dim=1)
         self.state.num_input_tokens_seen += int(attention_mask.sum())
         self._record(
             reward=score.mean().item(),
